@@ -1,0 +1,53 @@
+"""The ``adpdm`` command: a thin layer over the Python API, one module per subcommand.
+
+Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and
+sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit
+code) as the parser's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Subcommand modules, in the order `adpdm --help` lists them.
+COMMANDS = ("demo", "train", "quantize", "sample", "evaluate", "bench", "export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adpdm", description="Data-free post-training quantization of diffusion models (ADP-DM)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"adpdm.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"adpdm.cli.{name}":
+                raise
+            continue  # not implemented yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        logging.getLogger("adpdm").error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
