@@ -1,7 +1,24 @@
 """adpdm: accurate data-free post-training quantization of diffusion models."""
 
+from .checkpoint import load_quantized, save_quantized
+from .config import QuantConfig
 from .context import current_step, step_context
+from .quantize import calibrate, freeze, get_state, quantization_disabled, quantize_model
+from .state import QuantState
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "current_step", "step_context"]
+__all__ = [
+    "QuantConfig",
+    "QuantState",
+    "__version__",
+    "calibrate",
+    "current_step",
+    "freeze",
+    "get_state",
+    "load_quantized",
+    "quantization_disabled",
+    "quantize_model",
+    "save_quantized",
+    "step_context",
+]

@@ -1,0 +1,1 @@
+"""Model-family specifics, kept out of the generic quantization code."""
