@@ -22,9 +22,7 @@ import torch
 
 StepIndex = int | torch.Tensor
 
-_CURRENT_STEP: contextvars.ContextVar[StepIndex | None] = contextvars.ContextVar(
-    "adpdm_current_step", default=None
-)
+_CURRENT_STEP: contextvars.ContextVar[StepIndex | None] = contextvars.ContextVar("adpdm_current_step", default=None)
 
 
 @contextlib.contextmanager

@@ -16,9 +16,7 @@ FIRST_LAST_LAYERS = ("conv_in", "conv_out")
 def check_supported(model: nn.Module) -> None:
     """Raise a ``TypeError`` naming the supported classes for any other model."""
     if type(model).__name__ not in SUPPORTED_UNETS:
-        raise TypeError(
-            f"unsupported model class {type(model).__name__}; adpdm quantizes {sorted(SUPPORTED_UNETS)}"
-        )
+        raise TypeError(f"unsupported model class {type(model).__name__}; adpdm quantizes {sorted(SUPPORTED_UNETS)}")
 
 
 def skip_concat_splits(unet: nn.Module) -> dict[str, int]:

@@ -1,0 +1,1 @@
+"""Data-free calibration: inputs recorded from the FP sampler, and which steps to use."""

@@ -1,0 +1,1 @@
+"""Block-wise reconstruction (BRECQ-style) with learned rounding and timestep-group search."""

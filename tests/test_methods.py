@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+from conftest import make_unet
+from diffusers import DDPMScheduler
+
+import adpdm
+from adpdm.methods import METHODS, get_method
+from adpdm.ptq import CalibConfig, run_ptq
+from adpdm.recon import reconstruct as recon_module
+from adpdm.recon.reconstruct import ReconConfig
+from adpdm.sampling import SamplerConfig, sample
+
+SCHED = dict(DDPMScheduler(num_train_timesteps=1000).config)
+K = 4
+
+
+def _cfgs(steps=2):
+    sampler = SamplerConfig(num_steps=K, batch_size=4)
+    calib = CalibConfig(num_samples=3, calib_steps=steps, sampler=sampler, signature_samples=2)
+    return calib, ReconConfig(iters=4, batch_size=4, capture_batch=8)
+
+
+def _copy(unet):
+    new = type(unet).from_config(unet.config).eval()
+    new.load_state_dict(unet.state_dict())
+    return new
+
+
+def test_registry_matches_the_method_table():
+    assert {"rtn", "ptq4dm", "qdiffusion", "adpdm"} <= set(METHODS)
+    base = adpdm.QuantConfig.preset("w4a8", num_steps=100)
+    assert get_method("rtn").quant_config(base).weight_init == "minmax"
+    assert get_method("ptq4dm").quant_config(base).lp_norm == 2.0
+    assert get_method("qdiffusion").quant_config(base, groups=8).groups == 1
+    assert get_method("adpdm").quant_config(base, groups=8).groups == 8
+    assert get_method("adpdm-perstep").quant_config(base).groups == 100
+    assert get_method("adpdm-perlayer").quant_config(base, 2).partition == "per_layer"
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("brecq")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_and_reports(tmp_path, method):
+    unet = make_unet()
+    calib, recon = _cfgs()
+    res = run_ptq(unet, SCHED, method, adpdm.QuantConfig.preset("w8a8", num_steps=K), calib, recon,
+                  groups=2, out_dir=tmp_path, progress=False)  # fmt: skip
+    assert adpdm.get_state(res.model) == adpdm.QuantState.FROZEN
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["method"] == method
+    assert len(report["selected_steps"]) == 2 and len(set(report["selected_steps"])) == 2
+    assert report["calib_seconds"] > 0 and report["peak_mem_mb"] > 0
+    assert bool(report["unit_losses"]) == get_method(method).reconstruct
+    for loss in report["unit_losses"]:
+        assert loss["rec_after"] >= 0
+    out = sample(res.model, SCHED, 2, SamplerConfig(num_steps=K), progress=False).images
+    assert torch.isfinite(out).all()
+
+
+def test_adpdm_reports_srm_selection_and_partition():
+    unet = make_unet()
+    calib, recon = _cfgs(steps=3)
+    res = run_ptq(unet, SCHED, "adpdm", adpdm.QuantConfig.preset("w4a8", num_steps=K), calib, recon,
+                  groups=2, progress=False)  # fmt: skip
+    sel = res.report["selection"]
+    assert sel["steps"] == res.report["selected_steps"] and "mmd2" in sel and len(sel["risk"]) == K
+    table = res.report["partition"]
+    assert len(table) == K and set(table) <= {0, 1}
+
+
+def test_reconstruction_lowers_the_block_error():
+    unet = make_unet()
+    calib, _ = _cfgs(steps=4)
+    res = run_ptq(unet, SCHED, "qdiffusion", adpdm.QuantConfig.preset("w4a8", num_steps=K), calib,
+                  ReconConfig(iters=30, batch_size=8), progress=False)  # fmt: skip
+    losses = res.report["unit_losses"]
+    improved = sum(u["rec_after"] < u["rec_before"] for u in losses)
+    assert improved >= 0.8 * len(losses)
+
+
+def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
+    base = make_unet()
+    calib, recon = _cfgs(steps=3)
+    qcfg = adpdm.QuantConfig.preset("w4a8", num_steps=K)
+    full = run_ptq(_copy(base), SCHED, "adpdm", qcfg, calib, recon, groups=2, progress=False).model
+
+    real = recon_module.reconstruct_unit
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recon_module, "reconstruct_unit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_ptq(_copy(base), SCHED, "adpdm", qcfg, calib, recon, groups=2, out_dir=tmp_path, progress=False)
+    progress = json.loads((tmp_path / ".resume" / "progress.json").read_text())
+    assert progress["next_unit"] == 5
+    monkeypatch.setattr(recon_module, "reconstruct_unit", real)
+    resumed = run_ptq(_copy(base), SCHED, "adpdm", qcfg, calib, recon, groups=2, out_dir=tmp_path,
+                      resume=True, progress=False).model  # fmt: skip
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_bad_arguments_fail_before_work():
+    calib, recon = _cfgs()
+    with pytest.raises(ValueError, match="num_steps"):
+        run_ptq(make_unet(), SCHED, "adpdm", adpdm.QuantConfig.preset("w8a8", num_steps=K + 1), calib, recon)
+    with pytest.raises(ValueError, match="calib_steps"):
+        CalibConfig(calib_steps=0)
+    with pytest.raises(ValueError, match="ReconConfig.iters"):
+        ReconConfig(iters=0)
+    with pytest.raises(ValueError, match="resume"):
+        run_ptq(make_unet(), SCHED, "rtn", adpdm.QuantConfig.preset("w8a8", num_steps=K), calib, recon, resume=True)
