@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 
+from ..models.loading import load_model
 from ..sampling import SCHEDULERS, SamplerConfig, sample, save_grid, side_by_side
 
 logger = logging.getLogger(__name__)
-
-_EMBEDDED_PREFIX = "embedded:"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,15 +53,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
     parser.set_defaults(func=run)
     return parser
-
-
-def load_model(name: str) -> Any:
-    """Resolve ``--model``: ``embedded:NAME`` -> :func:`adpdm.embedded.load_embedded`."""
-    if not name.startswith(_EMBEDDED_PREFIX):
-        raise ValueError("only embedded:NAME models are supported by this command for now")
-    from ..embedded import load_embedded
-
-    return load_embedded(name[len(_EMBEDDED_PREFIX) :])
 
 
 def parse_labels(text: str | None) -> list[int] | None:

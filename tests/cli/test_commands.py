@@ -1,0 +1,87 @@
+import json
+import sys
+import types
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+import adpdm
+from adpdm.cli.main import main
+
+
+def _tiny_mnist_model(conditional: bool = False):
+    unet = UNet2DModel(
+        sample_size=32, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1, norm_num_groups=4, num_class_embeds=11 if conditional else None,
+    ).eval()  # fmt: skip
+    return types.SimpleNamespace(
+        unet=unet, scheduler_config=dict(DDPMScheduler(num_train_timesteps=1000).config),
+        num_classes=10 if conditional else None, null_class=10 if conditional else None,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tiny_embedded(monkeypatch):
+    calls = []
+
+    def load_embedded(name):
+        calls.append(name)
+        return _tiny_mnist_model(conditional=name.endswith("cond"))
+
+    monkeypatch.setitem(sys.modules, "adpdm.embedded", types.SimpleNamespace(load_embedded=load_embedded))
+    return calls
+
+
+QUICK = ["--steps", "4", "--num-samples", "2", "--calib-steps", "2", "--iters", "2", "--batch-size", "4"]
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in ("demo", "quantize", "sample", "evaluate"):
+        assert name in text
+
+
+def test_quantize_writes_checkpoint_and_report(tiny_embedded, tmp_path):
+    out = tmp_path / "q"
+    rc = main(
+        ["quantize", "--model", "embedded:mnist", "--method", "adpdm", "--groups", "2", "--out", str(out), *QUICK]
+    )
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "adpdm" and len(report["partition"]) == 4
+    assert {"selected_steps", "unit_losses", "calib_seconds", "peak_mem_mb", "selection"} <= set(report)
+    qunet = adpdm.load_quantized(out)
+    assert adpdm.get_state(qunet) == adpdm.QuantState.FROZEN
+
+
+def test_bad_arguments_fail_before_any_work(tiny_embedded, tmp_path):
+    assert main(["quantize", "--out", str(tmp_path / "q"), "--calib-steps", "0"]) == 2
+    assert main(["quantize", "--out", str(tmp_path / "q"), "--groups", "500"]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["quantize", "--out", str(tmp_path / "file")]) == 2
+    assert tiny_embedded == []  # the model was never loaded
+
+
+def test_evaluate_and_demo_without_inception(tiny_embedded, tmp_path, capsys):
+    q = tmp_path / "q"
+    assert main(["quantize", "--model", "embedded:mnist-cond", "--method", "rtn", "--out", str(q), *QUICK]) == 0
+    js = tmp_path / "eval.json"
+    rc = main(["evaluate", "--model", "embedded:mnist-cond", "--quantized", str(q), "--num-samples", "4",
+               "--steps", "4", "--ref-num", "50", "--no-inception", "--json", str(js)])  # fmt: skip
+    assert rc == 0
+    rows = {r["model"]: r for r in json.loads(js.read_text())["rows"]}
+    assert rows["fp32"]["accuracy"] is not None and rows["quantized"]["psnr"] is not None
+    assert rows["quantized"]["clf_fid_fp"] >= 0 and rows["fp32"]["fid_data"] is None
+    demo = tmp_path / "demo"
+    rc = main(["demo", "--methods", "rtn", "--presets", "w8a8", "--num", "4", "--steps", "3", "--iters", "2",
+               "--ref-num", "50", "--no-inception", "--out", str(demo)])  # fmt: skip
+    assert rc == 0
+    assert (demo / "grid.png").is_file()
+    result = json.loads((demo / "results.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["fp32", "rtn W8A8"]
+    assert "| model" in capsys.readouterr().out
+    assert torch.isfinite(torch.tensor(result["rows"][1]["psnr"]))
