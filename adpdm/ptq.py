@@ -125,13 +125,24 @@ def _srm(model: nn.Module, calib: CalibrationSet, cfg: CalibConfig, batch: int, 
     return ts.srm_select(ts.normalise_features(sig), risk, cfg.calib_steps, cfg.srm_gamma)
 
 
+def _step_ranges(model: nn.Module, max_layers: int = 6) -> dict[str, dict[str, list[float]]]:
+    """Observed per-step activation min / max of a few quantizers spread over the network."""
+    quantizers = list(act_quantizers(model))
+    pick = quantizers[:: max(1, len(quantizers) // max_layers)][:max_layers]
+    out = {}
+    for name, q in pick:
+        sig = q.stats.signature()  # (K, 6): mean, std, min, max, p1, p99
+        out[name] = {"min": sig[:, 2].tolist(), "max": sig[:, 3].tolist()}
+    return out
+
+
 def _select_steps(
     strategy: str, model: nn.Module, calib: CalibrationSet, cfg: CalibConfig, batch: int, device: torch.device
 ) -> tuple[list[int], dict[str, Any]]:
     k, n = calib.num_steps, cfg.calib_steps
     if strategy == "srm":
         res = _srm(model, calib, cfg, batch, device)
-        return res.steps, dataclasses.asdict(res)
+        return res.steps, {**dataclasses.asdict(res), "step_ranges": _step_ranges(model)}
     if strategy == "uniform":
         steps = ts.uniform_steps(k, n)
     elif strategy == "normal":

@@ -1,0 +1,218 @@
+"""The benchmark: every method side by side on the same model, noise and machine.
+
+One row per model x method x bit width (schema in ``ROW_FIELDS``), written to
+``benchmarks/results/<name>.json`` after every row (an interrupted run loses at most one row and
+``resume`` skips the rows already there), plus a markdown table and figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .checkpoint import TENSORS, save_quantized
+from .config import QuantConfig
+from .eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
+from .methods import get_method
+from .models.loading import load_model
+from .ptq import CalibConfig, run_ptq
+from .recon.reconstruct import ReconConfig
+from .sampling import SamplerConfig
+from .utils.resources import machine_description
+from .utils.table import markdown_table
+
+logger = logging.getLogger(__name__)
+
+ROW_FIELDS = ("model", "method", "wbits", "abits", "groups", "timesteps", "num_samples", "fid_data", "fid_fp",
+              "psnr", "accuracy", "calib_seconds", "peak_mem_mb", "ckpt_bytes")  # fmt: skip
+MAIN_METHODS = ("rtn", "ptq4dm", "qdiffusion", "adpdm")
+ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
+
+
+@dataclass
+class BenchConfig:
+    """What the benchmark runs.
+
+    Args:
+        name: results file stem.
+        models: model specs (``embedded:NAME``).
+        methods: registry names.
+        presets: bit-width presets.
+        groups: G for the grouped methods.
+        num_samples: samples per model for the metrics.
+        steps: DDIM steps K (deployment schedule and calibration sampler).
+        calib: calibration data settings (its sampler is replaced by one with ``steps``).
+        recon: reconstruction settings (the same budget for every method).
+        eval: metric settings.
+        seed: evaluation noise seed (calibration uses ``seed + 1``).
+    """
+
+    name: str = "full"
+    models: tuple[str, ...] = ("embedded:mnist", "embedded:mnist-cond")
+    methods: tuple[str, ...] = MAIN_METHODS + ABLATIONS
+    presets: tuple[str, ...] = ("w8a8", "w6a6", "w4a8")
+    groups: int = 4
+    num_samples: int = 1000
+    steps: int = 100
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            get_method(m)
+        for p in self.presets:
+            QuantConfig.preset(p)
+        if self.num_samples < 2:
+            raise ValueError(f"BenchConfig.num_samples must be >= 2, got {self.num_samples}")
+        self.calib = dataclasses.replace(
+            self.calib, sampler=dataclasses.replace(self.calib.sampler, num_steps=self.steps, seed=self.seed + 1)
+        )
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """The same table on fewer samples and steps (minutes on 2 CPU cores)."""
+        base = dict(
+            name="quick", methods=MAIN_METHODS, num_samples=64, steps=20,
+            calib=CalibConfig(num_samples=8, calib_steps=5, signature_samples=4),
+            recon=ReconConfig(iters=20), eval=EvalConfig(ref_num=1000),
+        )  # fmt: skip
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _ckpt_bytes(model: torch.nn.Module) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        save_quantized(model, tmp)
+        return (Path(tmp) / TENSORS).stat().st_size
+
+
+def _fp_bytes(unet: torch.nn.Module) -> int:
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, Path(tmp) / "fp.safetensors")
+        return (Path(tmp) / "fp.safetensors").stat().st_size
+
+
+class Results:
+    """The results file: rows plus settings and machine, rewritten after every row."""
+
+    def __init__(self, path: Path, cfg: BenchConfig, resume: bool) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"rows": [], "reports": {}, "samples": {}}
+        if resume and path.is_file():
+            self.data = json.loads(path.read_text())
+        self.data.update({"config": cfg.to_dict(), "adpdm_version": __version__, "machine": machine_description()})
+
+    def has(self, model: str, method: str, preset: str) -> bool:
+        return any(r["model"] == model and r["method"] == method and r.get("preset") == preset
+                   for r in self.data["rows"])  # fmt: skip
+
+    def add(self, row: dict[str, Any], report: dict[str, Any] | None = None) -> None:
+        self.data["rows"].append(row)
+        if report is not None:
+            self.data["reports"][f"{row['model']}|{row['method']}|{row['preset']}"] = report
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+
+def _row(model: str, method: str, qcfg: QuantConfig | None, report: dict | None, res: Any, ckpt: int) -> dict:
+    row = {
+        "model": model, "method": method, "preset": "fp32" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}",
+        "wbits": 32 if qcfg is None else qcfg.wbits, "abits": 32 if qcfg is None else qcfg.abits,
+        "groups": None if report is None else report["quant_config"]["groups"],
+        "timesteps": None if report is None else report["calibration"]["strategy"],
+        "num_samples": res.num_samples, "fid_data": res.fid_data, "fid_fp": res.fid_fp, "psnr": res.psnr,
+        "accuracy": res.accuracy, "calib_seconds": None if report is None else report["calib_seconds"],
+        "peak_mem_mb": None if report is None else report["peak_mem_mb"], "ckpt_bytes": ckpt,
+        "clf_fid_data": res.clf_fid_data, "clf_fid_fp": res.clf_fid_fp,
+    }  # fmt: skip
+    return row
+
+
+def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: bool = False) -> Path:
+    """Run every model x preset x method; returns the results JSON path."""
+    out = Path(out_dir)
+    results = Results(out / "results" / f"{cfg.name}.json", cfg, resume)
+    evaluator = Evaluator(cfg.eval)
+    sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.seed)
+    for spec in cfg.models:
+        model = load_model(spec)
+        conditional = model.num_classes is not None
+        msampler = dataclasses.replace(sampler, guidance_scale=2.0 if conditional else 1.0)
+        mcalib = dataclasses.replace(
+            cfg.calib, sampler=dataclasses.replace(cfg.calib.sampler, guidance_scale=msampler.guidance_scale)
+        )
+        fp = sample_models({"fp32": model.unet}, model.scheduler_config, cfg.num_samples, msampler,
+                           model.num_classes, model.null_class)  # fmt: skip
+        grids = {"fp32": fp["fp32"].images[:64]}
+        if not results.has(spec, "fp32", "fp32"):
+            res = evaluate_against_fp(evaluator, fp, "fp32", conditional)["fp32"]
+            results.add(_row(spec, "fp32", None, None, res, _fp_bytes(model.unet)))
+        for preset in cfg.presets:
+            qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
+            for method in cfg.methods:
+                if results.has(spec, method, preset):
+                    continue
+                logger.info("bench: %s %s %s", spec, method, preset)
+                ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
+                              groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
+                              progress=False)  # fmt: skip
+                q = sample_models({method: ptq.model}, model.scheduler_config, cfg.num_samples, msampler,
+                                  model.num_classes, model.null_class, progress=False)  # fmt: skip
+                res = evaluate_against_fp(evaluator, {**fp, **q}, "fp32", conditional)[method]
+                results.add(_row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model)), ptq.report)
+                grids[f"{method} {preset}"] = q[method].images[:64]
+        results.data["samples"][spec] = _save_grids(grids, out / "figures", spec, cfg.name)
+        results.save()
+    write_markdown(results.data, out / "results" / f"{cfg.name}.md")
+    from .bench_figures import write_figures
+
+    write_figures(results.data, out / "figures", cfg.name)
+    return results.path
+
+
+def _save_grids(grids: dict[str, torch.Tensor], folder: Path, spec: str, name: str) -> str:
+    from .sampling import side_by_side
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_{spec.replace(':', '_')}_samples.png"
+    side_by_side(grids, path)
+    return str(path)
+
+
+def write_markdown(data: dict[str, Any], path: Path) -> Path:
+    """The results table as markdown, with the settings and the machine."""
+    cols = ("model", "method", "preset", "groups", "timesteps", "fid_data", "fid_fp", "psnr", "accuracy",
+            "clf_fid_data", "calib_seconds", "peak_mem_mb", "ckpt_bytes")  # fmt: skip
+    m = data["machine"]
+    c = data["config"]
+    text = (
+        f"# Benchmark `{c['name']}`\n\n{c['num_samples']} samples per model, DDIM {c['steps']} steps, "
+        f"reconstruction {c['recon']['iters']} iterations per block, G = {c['groups']}, "
+        f"FID reference: {c['eval']['ref_num']} MNIST test images.\n\n"
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads).\n\n"
+        + markdown_table(data["rows"], cols)
+        + "\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,81 @@
+"""Figures of a benchmark run: FID against bit width, and activation ranges with the learned partition."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fid_vs_bits(data: dict[str, Any], path: Path, metric: str = "fid_fp") -> Path:
+    """One panel per model: ``metric`` against the weight/activation preset, one line per method."""
+    plt = _plt()
+    rows = [r for r in data["rows"] if r["method"] != "fp32" and r.get(metric) is not None]
+    models = sorted({r["model"] for r in rows})
+    presets = [p for p in ("w8a8", "w6a6", "w4a8") if any(r["preset"] == p for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=False):
+        for method in sorted({r["method"] for r in rows if r["model"] == model}):
+            ys = [next((r[metric] for r in rows if r["model"] == model and r["method"] == method
+                        and r["preset"] == p), None) for p in presets]  # fmt: skip
+            ax.plot(presets, ys, marker="o", label=method)
+        ax.set_title(model)
+        ax.set_ylabel(metric)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def ranges_with_partition(report: dict[str, Any], path: Path) -> Path | None:
+    """Activation min / max against the sampling step for a few layers, the step->group table shaded."""
+    ranges = report.get("selection", {}).get("step_ranges")
+    table = report.get("partition")
+    if not ranges or not isinstance(table, list):
+        return None
+    plt = _plt()
+    names = list(ranges)
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names)), sharex=True, squeeze=False)
+    colors = plt.get_cmap("Pastel1")
+    steps = range(len(table))
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        for k in steps:
+            ax.axvspan(k - 0.5, k + 0.5, color=colors(table[k] % 9), linewidth=0)
+        ax.plot(steps, ranges[name]["max"], color="tab:red", lw=1)
+        ax.plot(steps, ranges[name]["min"], color="tab:blue", lw=1)
+        for k in report.get("selected_steps", []):
+            ax.axvline(k, color="black", lw=0.5, ls=":")
+        ax.set_ylabel(name.replace(".input_quant", "").split(".")[-1] if len(name) > 30 else name, fontsize=6)
+        ax.set_title(name, fontsize=7, loc="left")
+    axes[-1, 0].set_xlabel("sampling step k (shading: learned group; dotted: calibration steps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_figures(data: dict[str, Any], folder: Path, name: str) -> list[Path]:
+    """All figures of a results file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [fid_vs_bits(data, folder / f"{name}_fid_vs_bits.png")]
+    for key, report in data.get("reports", {}).items():
+        if report.get("method") == "adpdm":
+            p = ranges_with_partition(report, folder / f"{name}_{key.replace('|', '_').replace(':', '_')}_ranges.png")
+            if p is not None:
+                paths.append(p)
+    logger.info("wrote %d figures to %s", len(paths), folder)
+    return paths
