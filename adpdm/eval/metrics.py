@@ -1,0 +1,114 @@
+"""Image-quality metrics that need no model: per-sample PSNR, and FID from given features.
+
+PSNR compares two images of the same content (e.g. a quantized model's sample and the
+full-precision sample from the same noise); FID compares two distributions of features.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .frechet import FeatureStats, frechet_distance, frechet_distance_from_features
+
+logger = logging.getLogger(__name__)
+
+PSNR_CAP_DB = 100.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Per-sample peak signal-to-noise ratio, ``10 log10(data_range^2 / MSE)``.
+
+    Args:
+        a: (N, ...) images, e.g. in [-1, 1].
+        b: images of the same shape as ``a``.
+        data_range: max minus min of the value range. Default 2.0 (images in [-1, 1]).
+
+    Returns:
+        float64 (N,) in dB; ``inf`` where a sample is identical in both (MSE = 0).
+        Computed in float64, so float32 inputs that differ slightly do not round to 0.
+    """
+    if a.shape != b.shape or a.dim() < 1:
+        raise ValueError(f"psnr needs two batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if data_range <= 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    diff = a.detach().double() - b.detach().to(a.device).double()
+    mse = diff.flatten(1).pow(2).mean(dim=1) if diff.dim() > 1 else diff.pow(2)  # (N,)
+    # log10 of 0 is -inf, so identical samples give +inf without a special case.
+    return 10.0 * (2.0 * math.log10(data_range) - torch.log10(mse))
+
+
+@dataclass
+class PSNRSummary:
+    """Aggregates of per-sample PSNR values.
+
+    Attributes:
+        mean_capped: mean with infinite values (identical samples) replaced by ``cap`` dB.
+        mean_finite: mean over finite values only; ``inf`` if every sample is identical.
+        median: median of all values (may be ``inf``).
+        num_identical: how many samples were identical (infinite PSNR).
+        n: number of samples.
+        cap: the cap used for ``mean_capped``.
+    """
+
+    mean_capped: float
+    mean_finite: float
+    median: float
+    num_identical: int
+    n: int
+    cap: float
+
+
+def mean_psnr(values: torch.Tensor, cap: float | None = PSNR_CAP_DB) -> float:
+    """Mean of per-sample PSNR values with a defined treatment of ``inf``.
+
+    Args:
+        values: (N,) from :func:`psnr`.
+        cap: replace ``inf`` (identical samples) by this many dB before averaging.
+            Default 100 dB: well above any visible difference (an error of one 8-bit level on
+            every pixel is 48 dB) yet finite, so one identical sample cannot dominate the mean.
+            ``None`` drops infinite values instead; if all are infinite the result is ``inf``.
+    """
+    v = values.detach().double().cpu()
+    if v.numel() == 0 or torch.isnan(v).any():
+        raise ValueError("mean_psnr needs a non-empty tensor without NaN")
+    if cap is not None:
+        return float(v.clamp(max=cap).mean())
+    finite = v[torch.isfinite(v)]
+    return float(finite.mean()) if finite.numel() else math.inf
+
+
+def summarize_psnr(values: torch.Tensor, cap: float = PSNR_CAP_DB) -> PSNRSummary:
+    """All the aggregates of :class:`PSNRSummary` for (N,) PSNR values."""
+    v = values.detach().double().cpu()
+    return PSNRSummary(
+        mean_capped=mean_psnr(v, cap=cap),
+        mean_finite=mean_psnr(v, cap=None),
+        median=float(v.median()),
+        num_identical=int(torch.isinf(v).sum()),
+        n=v.numel(),
+        cap=cap,
+    )
+
+
+def fid_from_features(
+    feats_a: torch.Tensor | np.ndarray | FeatureStats, feats_b: torch.Tensor | np.ndarray | FeatureStats
+) -> float:
+    """Fréchet distance between two feature sets, each given as (N, D) features or as stats.
+
+    With Inception pool3 features this is FID. When both are raw features with N <= D
+    (e.g. up to 2048 Inception features) it uses the exact O(N^2 D) route of
+    :func:`frechet_distance_from_features`; otherwise the D x D statistics route. Note
+    that FID is biased upwards for small N (about 11 between two disjoint sets of 1000
+    MNIST test images): compare values only at equal N.
+    """
+    raw = not isinstance(feats_a, FeatureStats) and not isinstance(feats_b, FeatureStats)
+    if raw and max(len(feats_a), len(feats_b)) <= feats_a.shape[-1]:
+        return frechet_distance_from_features(feats_a, feats_b)
+    a = feats_a if isinstance(feats_a, FeatureStats) else FeatureStats.from_features(feats_a)
+    b = feats_b if isinstance(feats_b, FeatureStats) else FeatureStats.from_features(feats_b)
+    return frechet_distance(a, b)

@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adpdm.eval.frechet import FeatureStats, frechet_distance
+from adpdm.eval.metrics import fid_from_features, mean_psnr, psnr, summarize_psnr
+
+
+def test_psnr_pinned_values():
+    a = torch.zeros(3, 1, 4, 4)
+    b = a.clone()
+    b[1] += 2**-6  # exact in float32: MSE 2^-12 -> 10 log10(4 * 4096) dB
+    b[2, 0, 0, 0] = 2.0  # one pixel off by 2 of 16 -> MSE 0.25 -> 10 log10(16) dB
+    p = psnr(a, b)
+    assert p.shape == (3,) and p.dtype == torch.float64
+    assert math.isinf(p[0]) and p[0] > 0
+    assert p[1].item() == pytest.approx(10 * math.log10(16384.0), abs=1e-12)
+    assert p[2].item() == pytest.approx(10 * math.log10(16.0), abs=1e-12)
+
+
+def test_psnr_data_range_and_symmetry():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(5, 3, 8, 8, generator=g), torch.rand(5, 3, 8, 8, generator=g)
+    torch.testing.assert_close(psnr(a, b), psnr(b, a))
+    # Halving data_range lowers PSNR by 20 log10(2) dB.
+    torch.testing.assert_close(psnr(a, b, data_range=1.0), psnr(a, b) - 20 * math.log10(2.0))
+
+
+def test_psnr_tiny_float32_difference_is_finite():
+    a = torch.full((1, 1, 8, 8), 0.5)
+    b = a + torch.finfo(torch.float32).eps  # one ulp-ish: MSE ~ 1.4e-14
+    p = psnr(a, b)
+    assert torch.isfinite(p).all() and p.item() > 140
+
+
+def test_psnr_shape_mismatch():
+    with pytest.raises(ValueError):
+        psnr(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5))
+
+
+def test_mean_psnr_inf_handling():
+    v = torch.tensor([30.0, math.inf, 50.0])
+    assert mean_psnr(v) == pytest.approx((30 + 100 + 50) / 3)
+    assert mean_psnr(v, cap=None) == pytest.approx(40.0)
+    assert mean_psnr(torch.tensor([math.inf, math.inf]), cap=None) == math.inf
+    assert mean_psnr(torch.tensor([math.inf]), cap=60.0) == 60.0
+    with pytest.raises(ValueError):
+        mean_psnr(torch.tensor([]))
+    s = summarize_psnr(v)
+    assert (s.num_identical, s.n, s.median, s.mean_finite) == (1, 3, 50.0, pytest.approx(40.0))
+
+
+def test_fid_from_features_accepts_arrays_tensors_and_stats():
+    rng = np.random.default_rng(0)
+    fa, fb = rng.standard_normal((40, 10)), rng.standard_normal((30, 10)) + 0.5
+    expected = frechet_distance(FeatureStats.from_features(fa), FeatureStats.from_features(fb))
+    assert fid_from_features(fa, fb) == pytest.approx(expected, rel=1e-12)
+    assert fid_from_features(torch.from_numpy(fa), FeatureStats.from_features(fb)) == pytest.approx(expected, rel=1e-12)
+    assert fid_from_features(fa, fa) == pytest.approx(0.0, abs=1e-8)
+    # N > D takes the statistics route, N <= D the Gram route; both agree.
+    wide_a, wide_b = rng.standard_normal((8, 30)), rng.standard_normal((6, 30))
+    assert fid_from_features(wide_a, wide_b) == pytest.approx(
+        fid_from_features(FeatureStats.from_features(wide_a), wide_b), rel=1e-9
+    )
