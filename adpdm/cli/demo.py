@@ -36,10 +36,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--model", default="embedded:mnist", help="default embedded:mnist")
     parser.add_argument("--methods", default="rtn,adpdm", help="comma-separated methods (default rtn,adpdm)")
     parser.add_argument("--presets", default="w8a8,w4a8", help="comma-separated presets (default w8a8,w4a8)")
-    parser.add_argument("--num", type=int, default=256, help="samples per model (default 256)")
-    parser.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
-    parser.add_argument("--iters", type=int, default=100, help="reconstruction iterations per block (default 100)")
-    parser.add_argument("--ref-num", type=int, default=1000, help="MNIST test images in the FID reference")
+    # Defaults sized so that the whole demo takes minutes on a 2-core CPU; the benchmark
+    # (`adpdm bench`) runs the full protocol (100 steps, more samples and iterations).
+    parser.add_argument("--num", type=int, default=128, help="samples per model (default 128)")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    parser.add_argument("--iters", type=int, default=50, help="reconstruction iterations per block (default 50)")
+    parser.add_argument("--ref-num", type=int, default=500, help="MNIST test images in the FID reference")
     parser.add_argument("--no-inception", action="store_true", help="skip the Inception FIDs (faster)")
     parser.add_argument("--out", default="demo", help="output folder (default demo/)")
     parser.set_defaults(func=run)
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     sampler = SamplerConfig(num_steps=args.steps, guidance_scale=guidance, seed=0)
     # calibration noise (seed 1) differs from the evaluation noise (seed 0)
     calib_sampler = dataclasses.replace(sampler, seed=1)
-    calib = CalibConfig(num_samples=16, calib_steps=min(10, args.steps), sampler=calib_sampler)
+    calib = CalibConfig(num_samples=16, calib_steps=min(5, args.steps), sampler=calib_sampler, signature_samples=4)
     recon = ReconConfig(iters=args.iters)
     unets: dict[str, torch.nn.Module] = {"fp32": model.unet}
     reports: dict[str, dict] = {}
