@@ -105,13 +105,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_meta(folder: Path) -> dict[str, Any]:
     meta = _read_json(folder / QUANT_META)
     if meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{folder / QUANT_META} is not an adpdm checkpoint (format {meta.get('format')!r})"
-        )
+        raise CheckpointError(f"{folder / QUANT_META} is not an adpdm checkpoint (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint format version {meta.get('format_version')!r} is not supported "
-            f"(expected {FORMAT_VERSION})"
+            f"checkpoint format version {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
         )
     if meta.get("model_class") not in SUPPORTED_UNETS:
         raise CheckpointError(f"unsupported model class {meta.get('model_class')!r} in {folder / QUANT_META}")
@@ -123,9 +120,7 @@ def _read_tensors(folder: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     if _sha256(path) != meta.get("sha256"):
-        raise CheckpointError(
-            f"{path} does not match the checksum in {QUANT_META}: the file is truncated or corrupted"
-        )
+        raise CheckpointError(f"{path} does not match the checksum in {QUANT_META}: the file is truncated or corrupted")
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, RuntimeError) as err:
@@ -172,9 +167,7 @@ def load_quantized(path: str | Path, device: str | torch.device | None = None) -
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(
-            f"the tensors in {folder} do not match the model described by its config: {err}"
-        ) from err
+        raise CheckpointError(f"the tensors in {folder} do not match the model described by its config: {err}") from err
     for _, layer in quant_layers(model):
         layer.refresh_weight()
     set_state(model, QuantState.FROZEN)

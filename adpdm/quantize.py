@@ -111,9 +111,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
         for name, module in model.named_modules():
             if isinstance(module, Attention) and _selected(name, cfg):
                 a = factory.act
-                module.set_processor(
-                    QuantAttnProcessor(a(cfg.abits), a(cfg.abits), a(cfg.abits), a(cfg.softmax_bits))
-                )
+                module.set_processor(QuantAttnProcessor(a(cfg.abits), a(cfg.abits), a(cfg.abits), a(cfg.softmax_bits)))
     if shared is not None:
         model.add_module(PARTITION_ATTR, shared)
     setattr(model, CONFIG_ATTR, cfg)

@@ -198,9 +198,7 @@ def _resolve_labels(
         if labels is not None:
             raise ValueError("labels were given for an unconditional model; pass num_classes too")
         return None
-    pattern = torch.as_tensor(
-        labels if labels is not None else range(num_classes), dtype=torch.long
-    ).flatten()
+    pattern = torch.as_tensor(labels if labels is not None else range(num_classes), dtype=torch.long).flatten()
     if pattern.numel() == 0 or int(pattern.min()) < 0 or int(pattern.max()) >= num_classes:
         raise ValueError(f"labels must be non-empty and in [0, {num_classes}), got {pattern.tolist()}")
     return pattern[torch.arange(num) % pattern.numel()]

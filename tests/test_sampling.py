@@ -88,9 +88,7 @@ def _run(unet, scheduler_config, num, progress=False, **kwargs) -> torch.Tensor:
     return sample(unet, scheduler_config, num, cfg, progress=progress, **labels).images
 
 
-@pytest.mark.parametrize(
-    "options", [{"scheduler": "ddim"}, {"scheduler": "ddim", "eta": 1.0}, {"scheduler": "ddpm"}]
-)
+@pytest.mark.parametrize("options", [{"scheduler": "ddim"}, {"scheduler": "ddim", "eta": 1.0}, {"scheduler": "ddpm"}])
 def test_samples_do_not_depend_on_batch_size(unet, scheduler_config, options):
     small = _run(unet, scheduler_config, 5, batch_size=2, **options)
     large = _run(unet, scheduler_config, 5, batch_size=5, **options)
@@ -100,15 +98,11 @@ def test_samples_do_not_depend_on_batch_size(unet, scheduler_config, options):
 
 
 def test_noise_is_keyed_by_sample_index():
-    torch.testing.assert_close(
-        initial_noise(6, (1, 4, 4), seed=3)[2:5], initial_noise(3, (1, 4, 4), 3, start=2)
-    )
+    torch.testing.assert_close(initial_noise(6, (1, 4, 4), seed=3)[2:5], initial_noise(3, (1, 4, 4), 3, start=2))
     assert not torch.equal(initial_noise(1, (1, 4, 4), 3), initial_noise(1, (1, 4, 4), 4))
 
 
-@pytest.mark.parametrize(
-    "options", [{}, {"variance_type": "fixed_large"}, {"prediction_type": "v_prediction"}]
-)
+@pytest.mark.parametrize("options", [{}, {"variance_type": "fixed_large"}, {"prediction_type": "v_prediction"}])
 def test_ddpm_step_matches_diffusers(scheduler_config, options):
     scheduler = make_scheduler({**scheduler_config, **options}, SamplerConfig(scheduler="ddpm", num_steps=10))
     x, eps = torch.randn(2, 3, 1, 4, 4).unbind(0)
@@ -253,9 +247,7 @@ def test_cli_compare_writes_side_by_side(monkeypatch, tmp_path, unet, scheduler_
     model = types.SimpleNamespace(
         name="mnist", unet=unet, scheduler_config=scheduler_config, num_classes=None, null_class=None
     )
-    monkeypatch.setitem(
-        sys.modules, "adpdm.embedded", types.SimpleNamespace(load_embedded=lambda name: model)
-    )
+    monkeypatch.setitem(sys.modules, "adpdm.embedded", types.SimpleNamespace(load_embedded=lambda name: model))
     monkeypatch.setattr(adpdm, "load_quantized", lambda path, device=None: _tiny_unet(), raising=False)
     out = tmp_path / "cmp.png"
     argv = ["sample", "--num", "4", "--steps", "2", "--quantized", str(tmp_path), "--compare"]

@@ -21,9 +21,7 @@ def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if v.numel() == 1:
         return v.reshape(())
     if v.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"step_context holds {v.shape[0]} step indices but the batch has {x.shape[0]} samples"
-        )
+        raise ValueError(f"step_context holds {v.shape[0]} step indices but the batch has {x.shape[0]} samples")
     return v.reshape(-1, *([1] * (x.dim() - 1)))
 
 
@@ -103,9 +101,7 @@ class ActQuantizer(nn.Module):
             if self.init == "minmax":
                 scale, zero = qparams_from_range(xmin, xmax, self.bits, self.symmetric)
             else:
-                scale, zero = lp_search_qparams(
-                    values, self.bits, self.symmetric, p=self.lp_norm, xrange=(xmin, xmax)
-                )
+                scale, zero = lp_search_qparams(values, self.bits, self.symmetric, p=self.lp_norm, xrange=(xmin, xmax))
             self.scale[g] = scale.to(self.scale)
             self.zero_point[g] = zero.to(self.zero_point)
 

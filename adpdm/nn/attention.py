@@ -21,9 +21,7 @@ from .act_quant import ActQuantizer
 class QuantAttnProcessor(nn.Module):
     """Attention with quantized Q, K, V and softmax output; an ``nn.Module`` so its state is saved."""
 
-    def __init__(
-        self, q_quant: ActQuantizer, k_quant: ActQuantizer, v_quant: ActQuantizer, p_quant: ActQuantizer
-    ):
+    def __init__(self, q_quant: ActQuantizer, k_quant: ActQuantizer, v_quant: ActQuantizer, p_quant: ActQuantizer):
         super().__init__()
         self.q_quant, self.k_quant, self.v_quant, self.p_quant = q_quant, k_quant, v_quant, p_quant
 

@@ -40,9 +40,7 @@ class StepPartition(nn.Module):
         """Adopt a hard assignment; alpha is reset to favour it by ``init_logit``."""
         table = torch.as_tensor(table, dtype=torch.long, device=self.table.device)
         if table.shape != (self.num_steps,) or int(table.min()) < 0 or int(table.max()) >= self.groups:
-            raise ValueError(
-                f"a step->group table needs shape ({self.num_steps},) and values in [0, {self.groups})"
-            )
+            raise ValueError(f"a step->group table needs shape ({self.num_steps},) and values in [0, {self.groups})")
         self.table.copy_(table)
         self.alpha.zero_()
         self.alpha.scatter_(1, table[:, None], self.init_logit)
@@ -57,9 +55,7 @@ class StepPartition(nn.Module):
             )
         steps = torch.as_tensor(step, dtype=torch.long, device=self.table.device).reshape(-1)
         if int(steps.max()) >= self.num_steps:
-            raise ValueError(
-                f"step index {int(steps.max())} out of range for {self.num_steps} sampling steps"
-            )
+            raise ValueError(f"step index {int(steps.max())} out of range for {self.num_steps} sampling steps")
         return steps
 
     def hard_groups(self, step: StepIndex | None) -> torch.Tensor:

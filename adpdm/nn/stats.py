@@ -86,7 +86,5 @@ class StepStatistics:
             mean = s["sum"] / s["count"]
             std = (s["sumsq"] / s["count"] - mean**2).clamp_min(0).sqrt()
             q = torch.quantile(s["values"].cpu(), torch.tensor([0.01, 0.99]))
-            out[k] = torch.stack(
-                [mean.float().cpu(), std.float().cpu(), s["min"].cpu(), s["max"].cpu(), q[0], q[1]]
-            )
+            out[k] = torch.stack([mean.float().cpu(), std.float().cpu(), s["min"].cpu(), s["max"].cpu(), q[0], q[1]])
         return out

@@ -31,16 +31,12 @@ def init_logits(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)
 
 
-def soft_codes(
-    w_floor: torch.Tensor, v: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int
-) -> torch.Tensor:
+def soft_codes(w_floor: torch.Tensor, v: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     """Relaxed integer codes ``clamp(w_floor + h(V) + z)`` (differentiable in ``V``)."""
     return torch.clamp(w_floor + rectified_sigmoid(v) + zero, qmin, qmax)
 
 
-def hard_codes(
-    w_floor: torch.Tensor, v: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int
-) -> torch.Tensor:
+def hard_codes(w_floor: torch.Tensor, v: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     """Final integer codes: round down where ``V < 0``, up otherwise."""
     return torch.clamp(w_floor + (v >= 0).to(w_floor.dtype) + zero, qmin, qmax)
 

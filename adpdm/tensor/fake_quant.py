@@ -37,9 +37,7 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return _RoundSTE.apply(x) if x.requires_grad else torch.round(x)
 
 
-def fake_quantize(
-    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int
-) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     """Quantize and dequantize ``x``; differentiable in ``x``, ``scale`` and ``zero`` (LSQ+ style).
 
     The gradient w.r.t. ``x`` is 1 inside the representable range and 0 where ``x`` is clipped.
@@ -77,9 +75,7 @@ def qparams_from_range(
 
 
 def _reduce_dims(x: torch.Tensor, channel_axis: int | None) -> list[int]:
-    return (
-        [d for d in range(x.dim()) if d != channel_axis] if channel_axis is not None else list(range(x.dim()))
-    )
+    return [d for d in range(x.dim()) if d != channel_axis] if channel_axis is not None else list(range(x.dim()))
 
 
 def _keep_shape(x: torch.Tensor, channel_axis: int | None) -> list[int]:
