@@ -38,10 +38,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--presets", default="w8a8,w4a8", help="comma-separated presets (default w8a8,w4a8)")
     # Defaults sized so that the whole demo takes minutes on a 2-core CPU; the benchmark
     # (`adpdm bench`) runs the full protocol (100 steps, more samples and iterations).
-    parser.add_argument("--num", type=int, default=128, help="samples per model (default 128)")
+    parser.add_argument("--num", type=int, default=64, help="samples per model (default 64)")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
-    parser.add_argument("--iters", type=int, default=50, help="reconstruction iterations per block (default 50)")
-    parser.add_argument("--ref-num", type=int, default=500, help="MNIST test images in the FID reference")
+    parser.add_argument("--iters", type=int, default=20, help="reconstruction iterations per block (default 20)")
+    parser.add_argument("--ref-num", type=int, default=200, help="MNIST test images in the FID reference (default 200)")
     parser.add_argument("--no-inception", action="store_true", help="skip the Inception FIDs (faster)")
     parser.add_argument("--out", default="demo", help="output folder (default demo/)")
     parser.set_defaults(func=run)
