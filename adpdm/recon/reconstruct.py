@@ -29,7 +29,7 @@ from ..models.units import Unit
 from ..nn.act_quant import ActQuantizer
 from ..nn.layers import QuantLayer
 from ..nn.partition import StepPartition
-from ..quantize import PARTITION_ATTR, quant_layers, quantization_disabled, set_state
+from ..quantize import PARTITION_ATTR, quantization_disabled, set_state
 from ..state import QuantState
 from ..tensor.adaround import BetaSchedule, cosine_anneal
 from .capture import UnitInputs, capture_inputs, capture_outputs, unit_forward
@@ -251,7 +251,3 @@ def reconstruct(
         bar.set_postfix(loss=f"{loss.rec_after:.3g}")
     bar.close()
     return losses
-
-
-def layer_count(model: torch.nn.Module) -> int:
-    return sum(1 for _ in quant_layers(model))
