@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--max-minutes", type=float, default=None, help="stop early and save after this long")
     p.add_argument("--init-from", default=None, help="continue from this saved model folder")
+    p.add_argument("--fit-to-time", action="store_true", help="shorten --steps so the schedule ends in --max-minutes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     return p.parse_args(argv)
 
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         max_minutes=args.max_minutes,
         init_from=args.init_from,
+        fit_to_time=args.fit_to_time,
+        device=args.device,
     )
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     t0 = time.perf_counter()

@@ -57,6 +57,11 @@ class TrainConfig:
         init_from: folder of a saved model (``save_pretrained`` output of the same shape) whose
             weights start the run, to continue training a shipped model; the optimiser and the
             schedule start afresh. Default None (random init).
+        fit_to_time: with ``max_minutes``, measure the step rate after ``warmup_steps`` and
+            shorten ``steps`` so that the whole cosine schedule ends inside the budget, instead
+            of being cut off with a high learning rate. Default False.
+        device: where to train (``"cpu"``, ``"cuda"``). The data, the noise and the timesteps
+            are drawn on this device, so a run is reproducible per device type. Default "cpu".
     """
 
     conditional: bool = False
@@ -82,6 +87,8 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     init_from: str | None = None
+    fit_to_time: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -100,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes}")
+        if self.fit_to_time and self.max_minutes is None:
+            raise ValueError("fit_to_time needs max_minutes")
         if len(self.block_out_channels) < 2:
             raise ValueError("block_out_channels needs at least two resolutions")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
@@ -177,8 +186,8 @@ def ddpm_loss(
 ) -> torch.Tensor:
     """Simple DDPM loss: MSE between the true and the predicted noise at a uniform timestep."""
     b = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator)  # (B, 1, 32, 32)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)  # (B,)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)  # (B, 1, 32, 32)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)  # (B,)
     xt = scheduler.add_noise(x0, noise, t)
     pred = unet(xt, t, class_labels=labels).sample
     return F.mse_loss(pred, noise)
@@ -188,11 +197,11 @@ def _batch(
     cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One random batch (with replacement); labels dropped to the null label with prob. p."""
-    idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
+    idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen, device=images.device)
     if not cfg.conditional:
         return images[idx], None
     y = labels[idx].clone()
-    y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout] = NULL_CLASS
+    y[torch.rand(cfg.batch_size, generator=gen, device=images.device) < cfg.label_dropout] = NULL_CLASS
     return images[idx], y
 
 
@@ -236,6 +245,22 @@ def load_checkpoint(path: Path, unet, ema, opt, gen: torch.Generator) -> int:
     return step
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock time measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fit_schedule(cfg: TrainConfig, out_dir: Path, step: int, rate: float, t0: float) -> TrainConfig:
+    """Shorten ``cfg.steps`` so the schedule ends within ``max_minutes`` at ``rate`` steps/s."""
+    left = 60 * cfg.max_minutes - (time.perf_counter() - t0)
+    steps = min(cfg.steps, step + int(0.97 * left * rate))
+    _log_line(out_dir, f"fit_to_time: {rate:.1f} steps/s, schedule set to {steps} steps")
+    cfg = dataclasses.replace(cfg, steps=steps)
+    (out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return cfg
+
+
 def _log_line(out_dir: Path, line: str) -> None:
     """Log ``line`` and append it to ``train_log.txt``."""
     logger.info(line)
@@ -262,13 +287,16 @@ def train_ddpm(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
     images, labels = data if data is not None else load_mnist(cfg.split)
+    images, labels = images.to(device), labels.to(device)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     unet, scheduler = build_unet(cfg).train(), build_scheduler(cfg)
     if cfg.init_from is not None:
         unet.load_state_dict(load_file(str(Path(cfg.init_from) / "diffusion_pytorch_model.safetensors")))
-    ema = build_unet(cfg).eval().requires_grad_(False)
+    unet.to(device)
+    ema = build_unet(cfg).to(device).eval().requires_grad_(False)
     ema.load_state_dict(unet.state_dict())
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -284,25 +312,34 @@ def train_ddpm(
     (out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     t0, window, final_loss, done = time.perf_counter(), [], float("nan"), start
+    fit_from, fit_at, t_fit = start + cfg.warmup_steps // 2, start + max(cfg.warmup_steps, 2), 0.0
     for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, mininterval=10, desc="ddpm"):
+        if step >= cfg.steps:  # the schedule was shortened by fit_to_time
+            break
+        if cfg.fit_to_time and step in (fit_from, fit_at):
+            _synchronize(device)
+            if step == fit_from:
+                t_fit = time.perf_counter()
+            else:
+                cfg = _fit_schedule(cfg, out_dir, step, (fit_at - fit_from) / (time.perf_counter() - t_fit), t0)
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         x0, y = _batch(cfg, images, labels, gen)
         loss = ddpm_loss(unet, scheduler, x0, y, gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
         opt.step()
         ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        window.append(loss.item())
+        window.append(loss.detach())  # no host sync per step: checked at every log line
         done = step + 1
         out_of_time = cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or out_of_time:
             elapsed = time.perf_counter() - t0
-            mean = sum(window) / len(window)
+            mean = torch.stack(window).mean().item()
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"non-finite loss in the {len(window)} steps before step {step + 1}")
             _log_line(out_dir, f"step {step + 1} loss {mean:.5f} lr {lr:.2e} elapsed {elapsed:.0f}s")
             final_loss, window = mean, []
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -107,3 +108,18 @@ def test_init_from_starts_at_the_saved_weights(tmp_path) -> None:
     again = load_file(str(cont.out_dir / "diffusion_pytorch_model.safetensors"))
     for k in saved:
         torch.testing.assert_close(saved[k], again[k], rtol=0, atol=1e-6)
+
+
+def test_fit_to_time_shortens_the_schedule_to_the_budget(tmp_path, monkeypatch) -> None:
+    clock = iter(range(0, 10_000_000))  # a fake clock: one second per reading
+    monkeypatch.setattr("adpdm.training.ddpm.time.perf_counter", lambda: float(next(clock)))
+    cfg = tiny_config(steps=10_000, warmup_steps=4, max_minutes=1.0, fit_to_time=True, log_every=1000)
+    result = train_ddpm(cfg, tmp_path, data=tiny_data())
+    saved = TrainConfig(**json.loads((tmp_path / "train_config.json").read_text()))
+    assert 4 < result.steps == saved.steps < 60  # ~1 reading per step: the 60 s budget holds a few dozen
+    assert "fit_to_time" in (tmp_path / "train_log.txt").read_text()
+
+
+def test_fit_to_time_needs_a_budget() -> None:
+    with pytest.raises(ValueError, match="max_minutes"):
+        tiny_config(fit_to_time=True)
