@@ -257,7 +257,7 @@ def run_ptq(
 
     reset_peak_memory()
     start = time.perf_counter()
-    unet.eval()
+    unet.to(device).eval()
     quantize_model(unet, cfg)
     data = record_trajectories(
         unet, scheduler_config, calib_cfg.num_samples, calib_cfg.sampler, num_classes, null_class, progress

@@ -93,6 +93,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     check_supported(model)
     if is_quantized(model):
         raise ValueError("model is already quantized")
+    device = next(model.parameters()).device  # the new quantizers are created on the CPU
     shared = StepPartition(cfg.num_steps, cfg.groups) if cfg.partition == "shared" else None
     factory = _Factory(cfg, shared)
     splits = skip_concat_splits(model)
@@ -115,6 +116,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     if shared is not None:
         model.add_module(PARTITION_ATTR, shared)
     setattr(model, CONFIG_ATTR, cfg)
+    model.to(device)
     logger.info("quantized %d layers (%s)", count, _describe(cfg))
     return model
 

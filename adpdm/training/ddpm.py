@@ -155,7 +155,9 @@ def build_scheduler(cfg: TrainConfig) -> DDPMScheduler:
         beta_end=cfg.beta_end,
         beta_schedule="linear",
         prediction_type="epsilon",
-        clip_sample=True,
+        # diffusers' DDIM clips the predicted x_0 but keeps the model's eps for the direction
+        # term; with classifier-free guidance that leaves isolated bright pixels, so no clipping.
+        clip_sample=False,
     )
 
 
