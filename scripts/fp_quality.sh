@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Quality of the embedded FP models, measured with the project's own commands (see README).
-# Usage: bash scripts/fp_quality.sh [NUM_COND] [NUM_UNCOND]
+# Usage: bash scripts/fp_quality.sh [NUM_COND] [NUM_UNCOND] [REF_NUM]
+# Defaults: 1,000 guided conditional samples (classifier accuracy and classifier-feature FID),
+# 2,000 unconditional samples for the Inception FID against the first 2,000 MNIST test images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NUM_COND=${1:-200}
-NUM_UNCOND=${2:-500}
+NUM_COND=${1:-1000}
+NUM_UNCOND=${2:-2000}
+REF_NUM=${3:-2000}
 mkdir -p benchmarks/results
 # class-conditional model: classifier accuracy of guided samples (guidance 2.0) and classifier-feature FID
 .venv/bin/adpdm evaluate --model embedded:mnist-cond --num-samples "$NUM_COND" --steps 100 --no-inception \
   --json benchmarks/results/fp_mnist-cond.json
 # unconditional model: Inception FID against the MNIST test set
-.venv/bin/adpdm evaluate --model embedded:mnist --num-samples "$NUM_UNCOND" --steps 100 --ref-num 1000 \
+.venv/bin/adpdm evaluate --model embedded:mnist --num-samples "$NUM_UNCOND" --steps 100 --ref-num "$REF_NUM" \
   --json benchmarks/results/fp_mnist.json

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..context import current_step
 from ..state import QuantState
-from ..tensor.fake_quant import fake_quantize, lp_search_qparams, qparams_from_range, qrange
+from ..tensor.fake_quant import fake_quantize, lp_search_qparams, mixture_fake_quantize, qparams_from_range, qrange
 from .partition import StepPartition
 from .stats import StepStatistics
 
@@ -83,11 +83,9 @@ class ActQuantizer(nn.Module):
 
     def _mixture(self, x: torch.Tensor, step: torch.Tensor | int | None) -> torch.Tensor:
         pi = self.partition.probs(step)  # (1 or B, G)
-        out = torch.zeros_like(x)
-        for g in range(self.groups):
-            q = fake_quantize(x, self.scale[g], self.zero_point[g], self.qmin, self.qmax)
-            out = out + _per_sample(pi[:, g], x) * q
-        return out
+        if pi.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"step_context holds {pi.shape[0]} step indices but the batch has {x.shape[0]} samples")
+        return mixture_fake_quantize(x, self.scale, self.zero_point, pi, self.qmin, self.qmax)
 
     @torch.no_grad()
     def init_ranges(self) -> None:

@@ -97,6 +97,7 @@ class UnitLoss:
     rec_before: float
     rec_after: float
     seconds: float
+    capture_seconds: float = 0.0  # part of ``seconds`` spent running the model to capture inputs/targets
 
 
 def _unit_members(unit: torch.nn.Module) -> tuple[list[QuantLayer], list[ActQuantizer]]:
@@ -143,6 +144,7 @@ def reconstruct_unit(
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
     with quantization_disabled(model):
         target = capture_outputs(model, unit.module, calib, cfg.capture_batch, device)
+    captured = time.perf_counter() - start
     steps = calib.step.to(device)
     layers, quantizers = _unit_members(unit.module)
     parts = _searched_partitions(model, quantizers) if cfg.search_groups else []
@@ -166,9 +168,9 @@ def reconstruct_unit(
     for q in quantizers:
         q.scale.requires_grad_(False)
     seconds = time.perf_counter() - start
-    logger.info("unit %d/%d %s: loss %.4g -> %.4g (%.1fs)", index + 1, total_units, unit.name, rec_before,
-                rec_after, seconds)  # fmt: skip
-    return UnitLoss(unit.name, unit.kind, rec_before, rec_after, seconds)
+    logger.info("unit %d/%d %s: loss %.4g -> %.4g (%.1fs, capture %.1fs)", index + 1, total_units, unit.name,
+                rec_before, rec_after, seconds, captured)  # fmt: skip
+    return UnitLoss(unit.name, unit.kind, rec_before, rec_after, seconds, captured)
 
 
 def _searched_partitions(model: torch.nn.Module, quantizers: list[ActQuantizer]) -> list[StepPartition]:

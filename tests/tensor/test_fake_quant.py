@@ -3,9 +3,11 @@ import torch
 
 from adpdm.tensor.fake_quant import (
     fake_quantize,
+    fake_quantize_reference,
     lp_error,
     lp_search_qparams,
     minmax_range,
+    mixture_fake_quantize,
     qparams_from_range,
     qrange,
 )
@@ -76,3 +78,51 @@ def test_zero_is_exactly_representable():
 def test_qrange_rejects_bad_bits():
     with pytest.raises(ValueError, match="bits"):
         qrange(1, False)
+
+
+def _grads(fn, x, scale, zero, *extra):
+    x, scale, zero = (t.detach().clone().requires_grad_(True) for t in (x, scale, zero))
+    extra = [t.detach().clone().requires_grad_(True) for t in extra]
+    out = fn(x, scale, zero, *extra)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * g).sum().backward()
+    return out.detach(), [t.grad for t in (x, scale, zero, *extra)]
+
+
+@pytest.mark.parametrize(
+    "scale_shape", [(), (4, 1, 1, 1), (1, 3, 1, 1)], ids=["per-tensor", "per-sample", "per-channel"]
+)
+def test_fused_fake_quantize_matches_the_autograd_definition(scale_shape) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, generator=gen) * 3  # wide enough to be clipped at 4 bits
+    scale = torch.rand(scale_shape, generator=gen) * 0.3 + 0.05
+    zero = torch.full(scale_shape, 7.3)
+    out, grads = _grads(lambda *a: fake_quantize(*a, 0, 15), x, scale, zero)
+    ref, ref_grads = _grads(lambda *a: fake_quantize_reference(*a, 0, 15), x, scale, zero)
+    assert torch.equal(out, ref)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_mixture_matches_the_sum_of_fake_quantizers(rows: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, generator=gen) * 3
+    scales = torch.rand(3, generator=gen) * 0.3 + 0.05
+    zeros = torch.tensor([7.0, 8.4, 6.6])
+    pi = torch.softmax(torch.randn(rows, 3, generator=gen), dim=1)
+
+    def reference(x, s, z, p):
+        shape = (-1, 1, 1, 1)
+        return sum(p[:, g].reshape(shape) * fake_quantize_reference(x, s[g], z[g], 0, 15) for g in range(3))
+
+    out, grads = _grads(lambda x, s, z, p: mixture_fake_quantize(x, s, z, p, 0, 15), x, scales, zeros, pi)
+    ref, ref_grads = _grads(reference, x, scales, zeros, pi)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_mixture_rejects_mismatched_weights() -> None:
+    with pytest.raises(ValueError, match="pi must be"):
+        mixture_fake_quantize(torch.zeros(4, 2), torch.ones(3), torch.zeros(3), torch.ones(2, 3) / 3, 0, 15)
