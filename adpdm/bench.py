@@ -47,6 +47,8 @@ class BenchConfig:
         models: model specs (``embedded:NAME``).
         methods: registry names.
         presets: bit-width presets.
+        ablation_models, ablation_presets: where the ablation methods (``methods.ABLATIONS``) run;
+            the main methods run on every model and preset.
         groups: G for the grouped methods.
         num_samples: samples per model for the metrics.
         steps: DDIM steps K (deployment schedule and calibration sampler).
@@ -60,12 +62,14 @@ class BenchConfig:
     models: tuple[str, ...] = ("embedded:mnist", "embedded:mnist-cond")
     methods: tuple[str, ...] = MAIN_METHODS + ABLATIONS
     presets: tuple[str, ...] = ("w8a8", "w6a6", "w4a8")
+    ablation_models: tuple[str, ...] = ("embedded:mnist",)
+    ablation_presets: tuple[str, ...] = ("w4a8",)
     groups: int = 4
-    num_samples: int = 1000
-    steps: int = 100
-    calib: CalibConfig = field(default_factory=CalibConfig)
-    recon: ReconConfig = field(default_factory=ReconConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    num_samples: int = 200
+    steps: int = 20
+    calib: CalibConfig = field(default_factory=lambda: CalibConfig(num_samples=16, calib_steps=6, signature_samples=4))
+    recon: ReconConfig = field(default_factory=lambda: ReconConfig(iters=60))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(ref_num=2000))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +95,10 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def runs(self, model: str, preset: str, method: str) -> bool:
+        """Whether ``method`` runs on ``model`` at ``preset`` (ablations only where configured)."""
+        return method not in ABLATIONS or (model in self.ablation_models and preset in self.ablation_presets)
 
 
 def _ckpt_bytes(model: torch.nn.Module) -> int:
@@ -170,7 +178,7 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
         for preset in cfg.presets:
             qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
             for method in cfg.methods:
-                if results.has(spec, method, preset):
+                if results.has(spec, method, preset) or not cfg.runs(spec, preset, method):
                     continue
                 logger.info("bench: %s %s %s", spec, method, preset)
                 ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
