@@ -19,6 +19,16 @@ __all__ = [
     "load_quantized",
     "quantization_disabled",
     "quantize_model",
+    "quantize_pipeline",
     "save_quantized",
     "step_context",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    # imported on first use: the pipeline support pulls in the calibration and reconstruction code
+    if name == "quantize_pipeline":
+        from .pipelines import quantize_pipeline
+
+        return quantize_pipeline
+    raise AttributeError(f"module 'adpdm' has no attribute {name!r}")

@@ -221,6 +221,7 @@ def run_ptq(
     resume: bool = False,
     device: torch.device | str | None = None,
     progress: bool = True,
+    data: CalibrationSet | None = None,
 ) -> PTQResult:
     """Quantize ``unet`` in place with ``method`` and return it frozen, with a report.
 
@@ -237,6 +238,8 @@ def run_ptq(
         resume: continue from the last finished unit checkpointed in ``out_dir``.
         device: where to compute (default: the unet's device).
         progress: show progress bars.
+        data: calibration data recorded elsewhere (e.g. from a pipeline by
+            :func:`adpdm.pipelines.record_pipeline`); default: recorded here from ``calib.sampler``.
     """
     spec = get_method(method) if isinstance(method, str) else method
     calib_cfg = calib or CalibConfig(sampler=SamplerConfig(num_steps=qcfg.num_steps))
@@ -250,6 +253,10 @@ def run_ptq(
         )
     if resume and out_dir is None:
         raise ValueError("resume needs out_dir")
+    if data is not None and data.num_steps != cfg.num_steps:
+        raise ValueError(
+            f"the calibration data have {data.num_steps} steps but QuantConfig.num_steps is {cfg.num_steps}"
+        )
     device = torch.device(device) if device is not None else next(unet.parameters()).device
     strategy = calib_cfg.timesteps or spec.timesteps
     recon_cfg = dataclasses.replace(recon_cfg, search_groups=spec.search and cfg.groups > 1)
@@ -259,9 +266,10 @@ def run_ptq(
     start = time.perf_counter()
     unet.to(device).eval()
     quantize_model(unet, cfg)
-    data = record_trajectories(
-        unet, scheduler_config, calib_cfg.num_samples, calib_cfg.sampler, num_classes, null_class, progress
-    )
+    if data is None:
+        data = record_trajectories(
+            unet, scheduler_config, calib_cfg.num_samples, calib_cfg.sampler, num_classes, null_class, progress
+        )
     steps, selection = _select_steps(strategy, unet, data, calib_cfg, batch, device)
     chosen = data.select_steps(steps)
     _observe(unet, chosen, batch, device)

@@ -1,0 +1,93 @@
+"""diffusers pipelines with a quantized UNet: step tracking, calibration from the pipeline, save/load."""
+
+import pytest
+import torch
+from conftest import make_unet
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
+
+import adpdm
+from adpdm.pipelines import StepTracker, record_pipeline, track_steps
+from adpdm.ptq import CalibConfig
+from adpdm.recon.reconstruct import ReconConfig
+
+K = 4
+
+
+def _pipe(kind: str):
+    torch.manual_seed(0)
+    if kind == "ddpm":
+        return DDPMPipeline(unet=make_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000))
+    return DDIMPipeline(unet=make_unet(), scheduler=DDIMScheduler(num_train_timesteps=1000))
+
+
+def _run(pipe, seed: int = 0) -> torch.Tensor:
+    return torch.as_tensor(pipe(batch_size=2, num_inference_steps=K, generator=torch.Generator().manual_seed(seed),
+                                output_type="np").images)  # fmt: skip
+
+
+def _steps_seen(pipe) -> list:
+    seen = []
+    handle = pipe.unet.register_forward_pre_hook(lambda *_: seen.append(adpdm.current_step()))
+    try:
+        _run(pipe)
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_tracker_sets_the_step_of_every_unet_call(kind: str) -> None:
+    pipe = _pipe(kind)
+    assert set(_steps_seen(pipe)) == {None}
+    track_steps(pipe)
+    assert _steps_seen(pipe) == list(range(K))
+    assert adpdm.current_step() is None  # nothing leaks out of the pipeline call
+
+
+def test_tracker_rejects_a_timestep_outside_the_schedule() -> None:
+    pipe = _pipe("ddim")
+    tracker = StepTracker(pipe.unet, pipe.scheduler)
+    pipe.scheduler.set_timesteps(K)
+    assert tracker.step_of(pipe.scheduler.timesteps[2]) == 2
+    with pytest.raises(ValueError, match="not in the scheduler"):
+        tracker.step_of(7)
+    with pytest.raises(ValueError, match="mixes timesteps"):
+        tracker.step_of(torch.tensor([pipe.scheduler.timesteps[0], pipe.scheduler.timesteps[1]]))
+
+
+def test_recording_from_a_pipeline_keys_every_row() -> None:
+    pipe = _pipe("ddim")
+    data = record_pipeline(pipe, K, num_samples=3, batch_size=2)
+    assert len(data) == 3 * K and data.num_steps == K
+    assert sorted(data.step.tolist()) == sorted(list(range(K)) * 3)
+    assert sorted(set(data.sample.tolist())) == [0, 1, 2]
+    assert (data.timestep[data.step == 0] == pipe.scheduler.timesteps[0]).all()
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_quantize_pipeline_in_place_then_save_and_load(tmp_path, kind: str) -> None:
+    pipe = _pipe(kind)
+    fp = _run(pipe)
+    calib = CalibConfig(num_samples=3, calib_steps=2, signature_samples=2)
+    recon = ReconConfig(iters=3, batch_size=4, capture_batch=8)
+    qcfg = adpdm.QuantConfig.preset("w8a8", num_steps=K)
+    result = adpdm.quantize_pipeline(pipe, qcfg, "adpdm", calib=calib, recon=recon, groups=2, progress=False)
+    assert result.model is pipe.unet and adpdm.get_state(pipe.unet) == adpdm.QuantState.FROZEN
+    q = _run(pipe)
+    assert torch.isfinite(q).all() and (q - fp).abs().mean() < 0.25  # a random tiny UNet, 4 steps
+    adpdm.save_quantized(pipe.unet, tmp_path)
+    pipe.unet = adpdm.load_quantized(tmp_path)
+    with pytest.raises(RuntimeError, match="step_context"):  # 2 groups: the steps must be known
+        _run(pipe)
+    track_steps(pipe)
+    assert torch.equal(_run(pipe), q)
+
+
+def test_pipeline_errors() -> None:
+    with pytest.raises(ValueError, match="has no `unet`"):
+        track_steps(object())
+    pipe = _pipe("ddpm")
+    with pytest.raises(ValueError, match="non-empty"):
+        record_pipeline(pipe, K, prompts=[])
+    with pytest.raises(ValueError, match="takes no prompts"):
+        record_pipeline(pipe, K, prompts=["a cat"])
