@@ -91,3 +91,62 @@ def test_pipeline_errors() -> None:
         record_pipeline(pipe, K, prompts=[])
     with pytest.raises(ValueError, match="takes no prompts"):
         record_pipeline(pipe, K, prompts=["a cat"])
+
+
+def _tiny_sd_pipeline(tmp_path):
+    """A Stable Diffusion pipeline of tiny random parts, with a character-level CLIP tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from conftest import make_cond_unet
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in letters:
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(
+        str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=16
+    )
+    torch.manual_seed(0)
+    text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )).eval()  # fmt: skip
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=8, sample_size=32,
+    ).eval()  # fmt: skip
+    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=make_cond_unet(),
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)  # fmt: skip
+
+
+def test_stable_diffusion_pipeline_records_both_branches_and_round_trips(tmp_path) -> None:
+    pipe = _tiny_sd_pipeline(tmp_path)
+    prompts = ["a red cat", "a blue dog", "a tree"]
+
+    def run():
+        return torch.as_tensor(pipe(prompt=prompts[:2], num_inference_steps=K, guidance_scale=5.0, output_type="np",
+                                    generator=torch.Generator().manual_seed(0)).images)  # fmt: skip
+
+    data = record_pipeline(pipe, K, prompts=prompts, guidance_scale=5.0, batch_size=2)
+    assert len(data) == 2 * 3 * K  # both guidance branches of 3 prompts at every step
+    assert (data.branch == 0).sum() == (data.branch == 1).sum() == 3 * K
+    assert data.cond["encoder_hidden_states"].shape == (len(data), 16, 16)
+    calib = CalibConfig(num_samples=3, calib_steps=2, signature_samples=2)
+    recon = ReconConfig(iters=2, batch_size=4, capture_batch=8)
+    qcfg = adpdm.QuantConfig.preset("w8a8", num_steps=K)
+    adpdm.quantize_pipeline(pipe, qcfg, "adpdm", prompts=prompts, calib=calib, recon=recon, groups=2,
+                            guidance_scale=5.0, progress=False)  # fmt: skip
+    q = run()
+    assert torch.isfinite(q).all()
+    adpdm.save_quantized(pipe.unet, tmp_path / "q")
+    pipe.unet = adpdm.load_quantized(tmp_path / "q")
+    track_steps(pipe)
+    assert torch.equal(run(), q)
