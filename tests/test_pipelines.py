@@ -98,8 +98,8 @@ def _tiny_sd_pipeline(tmp_path):
     transformers = pytest.importorskip("transformers")
     import json
 
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
     from conftest import make_cond_unet
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
