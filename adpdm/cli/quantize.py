@@ -13,7 +13,7 @@ from ..calib.timesteps import STRATEGIES
 from ..checkpoint import save_quantized
 from ..config import QuantConfig
 from ..methods import METHODS, get_method
-from ..models.loading import load_model
+from ..models.loading import is_embedded, load_model
 from ..ptq import CalibConfig, run_ptq
 from ..recon.reconstruct import ReconConfig
 from ..sampling import SamplerConfig
@@ -28,7 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Record calibration data from the FP sampler, calibrate with METHOD, save the frozen "
         "model and DIR/report.json.",
     )
-    parser.add_argument("--model", default="embedded:mnist", help="embedded:NAME (default embedded:mnist)")
+    parser.add_argument(
+        "--model", default="embedded:mnist",
+        help="embedded:NAME, or a diffusers pipeline folder or hub id (default embedded:mnist)",
+    )  # fmt: skip
+    parser.add_argument("--prompts", metavar="FILE", help="text prompts, one per line (text-conditioned pipelines)")
     parser.add_argument("--method", default="adpdm", choices=sorted(METHODS), help="default adpdm")
     parser.add_argument("--preset", default="w4a8", choices=sorted(QuantConfig.PRESETS), help="default w4a8")
     parser.add_argument("--groups", type=int, help="timestep groups G for adpdm (default 4)")
@@ -62,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
                         sampler=sampler, seed=args.seed)  # fmt: skip
     recon = ReconConfig(iters=args.iters, batch_size=args.batch_size, seed=args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prompts = _read_prompts(args.prompts) if args.prompts else None
+    if not is_embedded(args.model):
+        return _quantize_pipeline(args, qcfg, calib, recon, prompts, out, device)
+    if prompts is not None:
+        raise ValueError("--prompts is for text-conditioned pipelines, not embedded models")
     model = load_model(args.model)
     if args.guidance != 1.0 and model.num_classes is None:
         raise ValueError("--guidance needs a class-conditional model")
@@ -73,4 +82,30 @@ def run(args: argparse.Namespace) -> int:
     r = result.report
     logger.info("%s %s: steps %s, partition %s, %.1fs, peak %.0f MiB -> %s", r["method"], args.preset,
                 r["selected_steps"], r["partition"], r["calib_seconds"], r["peak_mem_mb"], out)  # fmt: skip
+    return 0
+
+
+def _read_prompts(path: str) -> list[str]:
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    except OSError as err:
+        raise ValueError(f"cannot read --prompts {path}: {err}") from err
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise ValueError(f"--prompts {path} holds no prompt (one per line)")
+    return prompts
+
+
+def _quantize_pipeline(args, qcfg, calib, recon, prompts, out: Path, device: torch.device) -> int:  # noqa: ANN001
+    """A diffusers pipeline from a folder or the hub: quantize its UNet, save it in ``out``."""
+    from ..models.loading import load_pipeline
+    from ..pipelines import quantize_pipeline
+
+    pipe = load_pipeline(args.model).to(device)
+    guidance = args.guidance if args.guidance != 1.0 else 7.5
+    result = quantize_pipeline(pipe, qcfg, args.method, prompts, calib, recon, groups=args.groups,
+                               guidance_scale=guidance, out_dir=str(out))  # fmt: skip
+    save_quantized(result.model, out)
+    logger.info("%s: UNet of %s quantized in %.1fs -> %s", args.method, type(pipe).__name__,
+                result.report["calib_seconds"], out)  # fmt: skip
     return 0

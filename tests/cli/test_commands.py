@@ -85,3 +85,33 @@ def test_evaluate_and_demo_without_inception(tiny_embedded, tmp_path, capsys):
     assert [r["model"] for r in result["rows"]] == ["fp32", "rtn W8A8"]
     assert "| model" in capsys.readouterr().out
     assert torch.isfinite(torch.tensor(result["rows"][1]["psnr"]))
+
+
+def test_quantize_a_pipeline_folder(tmp_path):
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    torch.manual_seed(0)
+    _tiny_mnist_model().unet.save_pretrained(tmp_path / "pipe" / "unet")
+    DDIMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "pipe" / "scheduler")
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(
+        {"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDIMScheduler"]}
+    ))  # fmt: skip
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", str(tmp_path / "pipe"), "--method", "rtn", "--preset", "w8a8",
+                 "--device", "cpu", "--out", str(out), *QUICK]) == 0  # fmt: skip
+    pipe = DDIMPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.unet = adpdm.load_quantized(out)
+    from adpdm.pipelines import track_steps
+
+    track_steps(pipe)
+    images = pipe(batch_size=1, num_inference_steps=4, output_type="np").images
+    assert images.shape == (1, 32, 32, 1)
+
+
+def test_quantize_pipeline_errors(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["quantize", "--model", "nobody/no-such-model", "--out", str(tmp_path / "a"), *QUICK]) != 0
+    assert "cannot load the pipeline" in caplog.text
+    (tmp_path / "p.txt").write_text("\n  \n")
+    assert main(["quantize", "--model", "x/y", "--prompts", str(tmp_path / "p.txt"), "--out", str(tmp_path / "b")]) != 0
+    assert "holds no prompt" in caplog.text
