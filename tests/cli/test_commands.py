@@ -93,9 +93,9 @@ def test_quantize_a_pipeline_folder(tmp_path):
     torch.manual_seed(0)
     _tiny_mnist_model().unet.save_pretrained(tmp_path / "pipe" / "unet")
     DDIMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "pipe" / "scheduler")
-    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(
-        {"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDIMScheduler"]}
-    ))  # fmt: skip
+    index = {"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"],
+             "scheduler": ["diffusers", "DDIMScheduler"]}  # fmt: skip
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(index))
     out = tmp_path / "q"
     assert main(["quantize", "--model", str(tmp_path / "pipe"), "--method", "rtn", "--preset", "w8a8",
                  "--device", "cpu", "--out", str(out), *QUICK]) == 0  # fmt: skip
