@@ -246,6 +246,7 @@ def sample(
     progress: bool = True,
     callback: Callback | None = None,
     sample_shape: tuple[int, int, int] | None = None,
+    first: int = 0,
 ) -> SampleOutput:
     """Draw ``num`` samples from a denoiser with common random numbers.
 
@@ -265,15 +266,19 @@ def sample(
             :class:`DenoiserInputs` (under guidance a single batch ``[cond, uncond]``). The tensors are
             the ones passed to the denoiser: clone them to keep them, never modify them.
         sample_shape: (C, H, W) of one sample; default from ``unet.config``.
+        first: global index of the first sample: samples ``first .. first + num - 1`` are drawn,
+            each from its own keyed noise and label, so shards of a run (``first`` at batch
+            boundaries) reproduce it exactly (see :mod:`adpdm.distributed`).
 
     Example::
 
         out = sample(unet, scheduler_config, 16, SamplerConfig(num_steps=50), num_classes=10, null_class=10)
         save_grid(out.images, "grid.png")
     """
-    if num < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
-    y_all = _resolve_labels(num, labels, num_classes)
+    if num < 1 or first < 0:
+        raise ValueError(f"need num >= 1 and first >= 0, got {num}, {first}")
+    y_all = _resolve_labels(first + num, labels, num_classes)
+    y_all = y_all[first:] if y_all is not None else None
     if cfg.guidance_scale != 1.0 and (y_all is None or null_class is None):
         raise ValueError("guidance_scale != 1 needs a conditional model: pass num_classes and null_class")
     shape = sample_shape or _sample_shape(unet)
@@ -286,14 +291,14 @@ def sample(
         for start in range(0, num, cfg.batch_size):
             n = min(cfg.batch_size, num - start)
             y = y_all[start : start + n].to(device) if y_all is not None else None
-            x = initial_noise(n, shape, cfg.seed, start).to(device)  # (n, C, H, W) float32
+            x = initial_noise(n, shape, cfg.seed, first + start).to(device)  # (n, C, H, W) float32
             for k, t in enumerate(scheduler.timesteps):
                 eps = _denoise(unet, x, t, k, y, cfg, null_class, dtype, callback)
                 if cfg.scheduler == "ddim":
-                    noise = step_noise(n, shape, cfg.seed, k, start).to(device) if cfg.eta > 0 else None
+                    noise = step_noise(n, shape, cfg.seed, k, first + start).to(device) if cfg.eta > 0 else None
                     x = scheduler.step(eps, t, x, eta=cfg.eta, variance_noise=noise).prev_sample
                 else:
-                    x = ddpm_step(scheduler, eps, t, x, step_noise(n, shape, cfg.seed, k, start).to(device))
+                    x = ddpm_step(scheduler, eps, t, x, step_noise(n, shape, cfg.seed, k, first + start).to(device))
                 bar.update(1)
             batches.append(x.clamp(-1.0, 1.0).float().cpu())
     return SampleOutput(images=torch.cat(batches), labels=y_all)

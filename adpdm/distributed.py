@@ -1,0 +1,64 @@
+"""Sampling sharded across processes with Hugging Face ``accelerate``, gathered in order.
+
+Sample ``i`` of a run depends only on the seed and ``i`` (common random numbers), so a run can
+be cut into shards at batch boundaries, each process drawing its own batches, and the gathered
+result is exactly that of one process::
+
+    accelerate launch --num_processes 2 --cpu my_eval.py      # or --num_processes 8 on 8 GPUs
+
+    # my_eval.py
+    from adpdm.distributed import sample_distributed
+    out = sample_distributed(unet, scheduler_config, 50_000, SamplerConfig(batch_size=250))
+
+Every process gets the whole result (rank 0 usually writes it). On GPUs each process places the
+UNet on its own device (``PartialState().device``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .sampling import SampleOutput, SamplerConfig, sample
+
+logger = logging.getLogger(__name__)
+
+
+def shard(num: int, batch_size: int, rank: int, world: int) -> list[tuple[int, int]]:
+    """``(first, count)`` ranges of process ``rank``: contiguous whole batches of a 1-process run."""
+    if num < 1 or batch_size < 1 or world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad shard arguments num={num}, batch_size={batch_size}, rank={rank}, world={world}")
+    batches = [(s, min(batch_size, num - s)) for s in range(0, num, batch_size)]
+    lo, hi = len(batches) * rank // world, len(batches) * (rank + 1) // world
+    return batches[lo:hi]
+
+
+def sample_distributed(
+    unet: Any, scheduler_config: dict, num: int, cfg: SamplerConfig, state: Any = None, **kwargs: Any
+) -> SampleOutput:
+    """:func:`adpdm.sampling.sample` with the batches spread over the ``accelerate`` processes.
+
+    Args:
+        unet, scheduler_config, num, cfg: as for :func:`~adpdm.sampling.sample`.
+        state: an ``accelerate.PartialState`` (default: the current one; a single process
+            without ``accelerate launch``).
+        **kwargs: passed to :func:`~adpdm.sampling.sample` (labels, num_classes, null_class, ...).
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = state or PartialState()
+    mine = shard(num, cfg.batch_size, state.process_index, state.num_processes)
+    kwargs.setdefault("progress", state.is_main_process)
+    parts = []
+    for first, count in mine:
+        out = sample(unet, scheduler_config, count, cfg, first=first, **kwargs)
+        parts.append((first, out.images, out.labels))
+    logger.info("process %d/%d drew %d samples", state.process_index, state.num_processes, sum(c for _, c in mine))
+    gathered = gather_object(parts) if state.num_processes > 1 else parts
+    gathered = sorted(gathered, key=lambda p: p[0])
+    images = torch.cat([p[1] for p in gathered])
+    labels = torch.cat([p[2] for p in gathered]) if gathered[0][2] is not None else None
+    return SampleOutput(images=images, labels=labels)

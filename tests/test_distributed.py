@@ -1,0 +1,80 @@
+"""Sampling sharded over processes gives exactly the samples of one process."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import make_unet
+from diffusers import DDPMScheduler
+from safetensors.torch import load_file
+
+from adpdm.distributed import sample_distributed, shard
+from adpdm.sampling import SamplerConfig, sample
+
+SCHED = dict(DDPMScheduler(num_train_timesteps=1000).config)
+CFG = SamplerConfig(num_steps=3, batch_size=3, guidance_scale=2.0)
+
+
+def test_shards_cover_the_batches_in_order() -> None:
+    for world in (1, 2, 3, 5):
+        ranges = [r for rank in range(world) for r in shard(10, 3, rank, world)]
+        assert ranges == [(0, 3), (3, 3), (6, 3), (9, 1)]
+    with pytest.raises(ValueError):
+        shard(10, 3, 2, 2)
+
+
+def test_shards_concatenate_to_the_whole_run() -> None:
+    torch.manual_seed(0)
+    unet = make_unet(num_class_embeds=11)
+    kw = dict(num_classes=10, null_class=10, progress=False)
+    whole = sample(unet, SCHED, 7, CFG, **kw)
+    parts = [sample(unet, SCHED, n, CFG, first=f, **kw) for f, n in shard(7, 3, 0, 1)]
+    assert torch.equal(torch.cat([p.images for p in parts]), whole.images)
+    assert torch.equal(torch.cat([p.labels for p in parts]), whole.labels)
+    assert torch.equal(sample_distributed(unet, SCHED, 7, CFG, **kw).images, whole.images)  # one process
+
+
+SCRIPT = """
+import sys, torch
+from diffusers import DDPMScheduler, UNet2DModel
+from safetensors.torch import save_file
+from adpdm.distributed import sample_distributed
+from adpdm.sampling import SamplerConfig
+from accelerate import PartialState
+
+torch.set_num_threads(1)
+state = PartialState()
+unet = UNet2DModel.from_pretrained(sys.argv[1]).eval()
+cfg = SamplerConfig(num_steps=3, batch_size=3, guidance_scale=2.0)
+out = sample_distributed(unet, dict(DDPMScheduler(num_train_timesteps=1000).config), 7, cfg, state=state,
+                         num_classes=10, null_class=10)
+if state.is_main_process:
+    save_file({"images": out.images, "labels": out.labels}, sys.argv[2])
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_samples_of_one(tmp_path) -> None:
+    pytest.importorskip("accelerate")
+    torch.manual_seed(0)
+    unet = make_unet(num_class_embeds=11)
+    unet.save_pretrained(tmp_path / "unet")
+    (tmp_path / "run.py").write_text(textwrap.dedent(SCRIPT))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(tmp_path / "run.py"), str(tmp_path / "unet"), str(tmp_path / "out.safetensors")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = load_file(tmp_path / "out.safetensors")
+    whole = sample(unet, SCHED, 7, CFG, num_classes=10, null_class=10, progress=False)
+    assert torch.equal(got["images"], whole.images) and torch.equal(got["labels"], whole.labels)
