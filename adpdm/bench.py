@@ -65,10 +65,10 @@ class BenchConfig:
     ablation_models: tuple[str, ...] = ("embedded:mnist",)
     ablation_presets: tuple[str, ...] = ("w4a8",)
     groups: int = 4
-    num_samples: int = 200
+    num_samples: int = 128
     steps: int = 20
     calib: CalibConfig = field(default_factory=lambda: CalibConfig(num_samples=16, calib_steps=6, signature_samples=4))
-    recon: ReconConfig = field(default_factory=lambda: ReconConfig(iters=60))
+    recon: ReconConfig = field(default_factory=lambda: ReconConfig(iters=50))
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ref_num=2000))
     seed: int = 0
 
@@ -162,35 +162,14 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     results = Results(out / "results" / f"{cfg.name}.json", cfg, resume)
     evaluator = Evaluator(cfg.eval)
     sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.seed)
-    for spec in cfg.models:
-        model = load_model(spec)
-        conditional = model.num_classes is not None
-        msampler = dataclasses.replace(sampler, guidance_scale=2.0 if conditional else 1.0)
-        mcalib = dataclasses.replace(
-            cfg.calib, sampler=dataclasses.replace(cfg.calib.sampler, guidance_scale=msampler.guidance_scale)
-        )
-        fp = sample_models({"fp32": model.unet}, model.scheduler_config, cfg.num_samples, msampler,
-                           model.num_classes, model.null_class)  # fmt: skip
-        grids = {"fp32": fp["fp32"].images[:64]}
-        if not results.has(spec, "fp32", "fp32"):
-            res = evaluate_against_fp(evaluator, fp, "fp32", conditional)["fp32"]
-            results.add(_row(spec, "fp32", None, None, res, _fp_bytes(model.unet)))
-        for preset in cfg.presets:
-            qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
-            for method in cfg.methods:
-                if results.has(spec, method, preset) or not cfg.runs(spec, preset, method):
-                    continue
-                logger.info("bench: %s %s %s", spec, method, preset)
-                ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
-                              groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
-                              progress=False)  # fmt: skip
-                q = sample_models({method: ptq.model}, model.scheduler_config, cfg.num_samples, msampler,
-                                  model.num_classes, model.null_class, progress=False)  # fmt: skip
-                res = evaluate_against_fp(evaluator, {**fp, **q}, "fp32", conditional)[method]
-                results.add(_row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model)), ptq.report)
-                grids[f"{method} {preset}"] = q[method].images[:64]
-        results.data["samples"][spec] = _save_grids(grids, out / "figures", spec, cfg.name)
-        results.save()
+    # the main methods on every model first, then the ablations (so a cut-short run has the table)
+    phases = [tuple(m for m in cfg.methods if m not in ABLATIONS), tuple(m for m in cfg.methods if m in ABLATIONS)]
+    for methods in phases:
+        for spec in cfg.models:
+            todo = [(p, m) for p in cfg.presets for m in methods
+                    if cfg.runs(spec, p, m) and not results.has(spec, m, p)]  # fmt: skip
+            if todo or not results.has(spec, "fp32", "fp32"):
+                _bench_model(cfg, spec, todo, results, evaluator, sampler, out)
     write_markdown(results.data, out / "results" / f"{cfg.name}.md")
     from .bench_figures import write_figures
 
@@ -198,11 +177,49 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     return results.path
 
 
+def _bench_model(
+    cfg: BenchConfig,
+    spec: str,
+    todo: list[tuple[str, str]],
+    results: Results,
+    evaluator: Evaluator,
+    sampler: SamplerConfig,
+    out: Path,
+) -> None:
+    """FP row (once) and the (preset, method) rows of ``todo`` for one model; sample grids."""
+    model = load_model(spec)
+    conditional = model.num_classes is not None
+    msampler = dataclasses.replace(sampler, guidance_scale=2.0 if conditional else 1.0)
+    mcalib = dataclasses.replace(
+        cfg.calib, sampler=dataclasses.replace(cfg.calib.sampler, guidance_scale=msampler.guidance_scale)
+    )
+    fp = sample_models({"fp32": model.unet}, model.scheduler_config, cfg.num_samples, msampler,
+                       model.num_classes, model.null_class)  # fmt: skip
+    grids = {"fp32": fp["fp32"].images[:64]}
+    if not results.has(spec, "fp32", "fp32"):
+        res = evaluate_against_fp(evaluator, fp, "fp32", conditional)["fp32"]
+        results.add(_row(spec, "fp32", None, None, res, _fp_bytes(model.unet)))
+    for preset, method in todo:
+        qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
+        logger.info("bench: %s %s %s", spec, method, preset)
+        ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
+                      groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
+                      progress=False)  # fmt: skip
+        q = sample_models({method: ptq.model}, model.scheduler_config, cfg.num_samples, msampler,
+                          model.num_classes, model.null_class, progress=False)  # fmt: skip
+        res = evaluate_against_fp(evaluator, {**fp, **q}, "fp32", conditional)[method]
+        results.add(_row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model)), ptq.report)
+        grids[f"{method} {preset}"] = q[method].images[:64]
+    key = f"{spec}|{'ablations' if todo and todo[0][1] in ABLATIONS else 'main'}"
+    results.data["samples"][key] = _save_grids(grids, out / "figures", key, cfg.name)
+    results.save()
+
+
 def _save_grids(grids: dict[str, torch.Tensor], folder: Path, spec: str, name: str) -> str:
     from .sampling import side_by_side
 
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}_{spec.replace(':', '_')}_samples.png"
+    path = folder / f"{name}_{spec.replace(':', '_').replace('|', '_')}_samples.png"
     side_by_side(grids, path)
     return str(path)
 
