@@ -10,7 +10,8 @@ result is exactly that of one process::
     from adpdm.distributed import sample_distributed
     out = sample_distributed(unet, scheduler_config, 50_000, SamplerConfig(batch_size=250))
 
-Every process gets the whole result (rank 0 usually writes it). On GPUs each process places the
+Calibration data are recorded the same way (:func:`record_distributed`). Every process gets
+the whole result (rank 0 usually writes it). On GPUs each process places the
 UNet on its own device (``PartialState().device``).
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .calib.data import CalibrationSet, concat, record_trajectories
 from .sampling import SampleOutput, SamplerConfig, sample
 
 logger = logging.getLogger(__name__)
@@ -62,3 +64,29 @@ def sample_distributed(
     images = torch.cat([p[1] for p in gathered])
     labels = torch.cat([p[2] for p in gathered]) if gathered[0][2] is not None else None
     return SampleOutput(images=images, labels=labels)
+
+
+def record_distributed(
+    unet: Any,
+    scheduler_config: dict,
+    num_samples: int,
+    sampler: SamplerConfig,
+    num_classes: int | None = None,
+    null_class: int | None = None,
+    state: Any = None,
+) -> CalibrationSet:
+    """:func:`adpdm.calib.data.record_trajectories` with the trajectories spread over processes.
+
+    The gathered set has the rows, in the same order, of a one-process recording.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = state or PartialState()
+    parts = []
+    for first, count in shard(num_samples, sampler.batch_size, state.process_index, state.num_processes):
+        calib = record_trajectories(unet, scheduler_config, count, sampler, num_classes, null_class,
+                                    progress=state.is_main_process, first=first)  # fmt: skip
+        parts.append((first, calib))
+    gathered = gather_object(parts) if state.num_processes > 1 else parts
+    return concat([c for _, c in sorted(gathered, key=lambda p: p[0])])

@@ -12,7 +12,8 @@ from conftest import make_unet
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from adpdm.distributed import sample_distributed, shard
+from adpdm.calib.data import CalibrationSet, record_trajectories
+from adpdm.distributed import record_distributed, sample_distributed, shard
 from adpdm.sampling import SamplerConfig, sample
 
 SCHED = dict(DDPMScheduler(num_train_timesteps=1000).config)
@@ -38,11 +39,18 @@ def test_shards_concatenate_to_the_whole_run() -> None:
     assert torch.equal(sample_distributed(unet, SCHED, 7, CFG, **kw).images, whole.images)  # one process
 
 
+def _same_calib(a, b) -> bool:
+    keys = ("x", "timestep", "step", "sample", "branch")
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in keys) and torch.equal(
+        a.cond["class_labels"], b.cond["class_labels"]
+    )
+
+
 SCRIPT = """
 import sys, torch
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
-from adpdm.distributed import sample_distributed
+from adpdm.distributed import record_distributed, sample_distributed
 from adpdm.sampling import SamplerConfig
 from accelerate import PartialState
 
@@ -52,8 +60,10 @@ unet = UNet2DModel.from_pretrained(sys.argv[1]).eval()
 cfg = SamplerConfig(num_steps=3, batch_size=3, guidance_scale=2.0)
 out = sample_distributed(unet, dict(DDPMScheduler(num_train_timesteps=1000).config), 7, cfg, state=state,
                          num_classes=10, null_class=10)
+calib = record_distributed(unet, dict(DDPMScheduler(num_train_timesteps=1000).config), 7, cfg, 10, 10, state=state)
 if state.is_main_process:
     save_file({"images": out.images, "labels": out.labels}, sys.argv[2])
+    calib.save(sys.argv[3])
 """
 
 
@@ -71,10 +81,24 @@ def test_two_processes_give_the_samples_of_one(tmp_path) -> None:
     (tmp_path / "run.py").write_text(textwrap.dedent(SCRIPT))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
            "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(tmp_path / "run.py"), str(tmp_path / "unet"), str(tmp_path / "out.safetensors")]  # fmt: skip
+           str(tmp_path / "run.py"), str(tmp_path / "unet"), str(tmp_path / "out.safetensors"),
+           str(tmp_path / "calib")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = load_file(tmp_path / "out.safetensors")
     whole = sample(unet, SCHED, 7, CFG, num_classes=10, null_class=10, progress=False)
     assert torch.equal(got["images"], whole.images) and torch.equal(got["labels"], whole.labels)
+    one = record_trajectories(unet, SCHED, 7, CFG, 10, 10, progress=False)
+    assert _same_calib(CalibrationSet.load(tmp_path / "calib"), one)
+
+
+def test_recorded_shards_concatenate_to_the_whole_recording() -> None:
+    from adpdm.calib.data import concat
+
+    torch.manual_seed(0)
+    unet = make_unet(num_class_embeds=11)
+    whole = record_trajectories(unet, SCHED, 7, CFG, 10, 10, progress=False)
+    parts = [record_trajectories(unet, SCHED, n, CFG, 10, 10, progress=False, first=f) for f, n in shard(7, 3, 0, 1)]
+    assert _same_calib(concat(parts), whole)
+    assert _same_calib(record_distributed(unet, SCHED, 7, CFG, 10, 10), whole)

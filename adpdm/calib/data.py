@@ -102,10 +102,10 @@ class CalibrationSet:
 class _Recorder:
     """Sampling callback collecting every denoiser call."""
 
-    def __init__(self, guided: bool) -> None:
+    def __init__(self, guided: bool, first: int = 0) -> None:
         self.guided = guided
         self.rows: dict[str, list[torch.Tensor]] = {k: [] for k in (*_KEYS, "class_labels")}
-        self.offset, self.batch = 0, 0
+        self.offset, self.batch = first, 0
 
     def __call__(self, k: int, t: torch.Tensor, inputs: DenoiserInputs) -> None:
         b = inputs.sample.shape[0]
@@ -136,6 +136,7 @@ def record_trajectories(
     num_classes: int | None = None,
     null_class: int | None = None,
     progress: bool = True,
+    first: int = 0,
 ) -> CalibrationSet:
     """Run the FP sampler from seeded noise and record every denoiser input.
 
@@ -147,14 +148,24 @@ def record_trajectories(
         num_classes: classes of a conditional model (labels cycle over them), else ``None``.
         null_class: label of the unconditional branch under guidance.
         progress: show a progress bar.
+        first: global index of the first trajectory (a shard of a larger run, see :mod:`adpdm.distributed`).
     """
     guided = num_classes is not None and sampler.guidance_scale != 1.0
-    recorder = _Recorder(guided)
+    recorder = _Recorder(guided, first)
     sample(unet, scheduler_config, num_samples, sampler, num_classes=num_classes, null_class=null_class,
-           progress=progress, callback=recorder)  # fmt: skip
+           progress=progress, callback=recorder, first=first)  # fmt: skip
     calib = recorder.result(sampler.num_steps)
     logger.info("recorded %d denoiser inputs (%d trajectories x %d steps)", len(calib), num_samples, sampler.num_steps)
     return calib
+
+
+def concat(parts: list[CalibrationSet]) -> CalibrationSet:
+    """Rows of several sets (same K and condition keys) one after the other."""
+    if not parts or len({p.num_steps for p in parts}) != 1 or len({tuple(sorted(p.cond)) for p in parts}) != 1:
+        raise ValueError("concat needs at least one set, all with the same num_steps and condition inputs")
+    cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in _KEYS}
+    cond = {k: torch.cat([p.cond[k] for p in parts]) for k in parts[0].cond}
+    return CalibrationSet(**cat, cond=cond, num_steps=parts[0].num_steps)
 
 
 def describe(calib: CalibrationSet) -> dict[str, Any]:
