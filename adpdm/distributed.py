@@ -49,7 +49,6 @@ def sample_distributed(
         **kwargs: passed to :func:`~adpdm.sampling.sample` (labels, num_classes, null_class, ...).
     """
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
     state = state or PartialState()
     mine = shard(num, cfg.batch_size, state.process_index, state.num_processes)
@@ -59,8 +58,7 @@ def sample_distributed(
         out = sample(unet, scheduler_config, count, cfg, first=first, **kwargs)
         parts.append((first, out.images, out.labels))
     logger.info("process %d/%d drew %d samples", state.process_index, state.num_processes, sum(c for _, c in mine))
-    gathered = gather_object(parts) if state.num_processes > 1 else parts
-    gathered = sorted(gathered, key=lambda p: p[0])
+    gathered = _gather_in_order(state, parts)
     images = torch.cat([p[1] for p in gathered])
     labels = torch.cat([p[2] for p in gathered]) if gathered[0][2] is not None else None
     return SampleOutput(images=images, labels=labels)
@@ -80,7 +78,6 @@ def record_distributed(
     The gathered set has the rows, in the same order, of a one-process recording.
     """
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
     state = state or PartialState()
     parts = []
@@ -88,5 +85,12 @@ def record_distributed(
         calib = record_trajectories(unet, scheduler_config, count, sampler, num_classes, null_class,
                                     progress=state.is_main_process, first=first)  # fmt: skip
         parts.append((first, calib))
+    return concat([c for _, c in _gather_in_order(state, parts)])
+
+
+def _gather_in_order(state: Any, parts: list[tuple]) -> list[tuple]:
+    """Every process's ``(first, ...)`` parts, on every process, sorted by ``first``."""
+    from accelerate.utils import gather_object
+
     gathered = gather_object(parts) if state.num_processes > 1 else parts
-    return concat([c for _, c in sorted(gathered, key=lambda p: p[0])])
+    return sorted(gathered, key=lambda p: p[0])
