@@ -4,7 +4,7 @@ Sample ``i`` of a run depends only on the seed and ``i`` (common random numbers)
 be cut into shards at batch boundaries, each process drawing its own batches, and the gathered
 result is exactly that of one process::
 
-    accelerate launch --num_processes 2 --cpu my_eval.py      # or --num_processes 8 on 8 GPUs
+    accelerate launch --multi_gpu --num_processes 8 my_eval.py   # 8 GPUs, or 8 CPU processes without a GPU
 
     # my_eval.py
     from adpdm.distributed import sample_distributed
@@ -12,12 +12,15 @@ result is exactly that of one process::
 
 Calibration data are recorded the same way (:func:`record_distributed`). Every process gets
 the whole result (rank 0 usually writes it). On GPUs each process places the
-UNet on its own device (``PartialState().device``).
+UNet on its own device (``state.device``). On a machine without a GPU the processes talk over
+gloo on the CPU (note: ``accelerate launch --cpu`` starts only one process; use ``--multi_gpu``
+as above, or ``torchrun --nproc_per_node N``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -26,6 +29,25 @@ from .calib.data import CalibrationSet, concat, record_trajectories
 from .sampling import SampleOutput, SamplerConfig, sample
 
 logger = logging.getLogger(__name__)
+
+
+def launched_state() -> Any | None:
+    """The ``accelerate`` process state when run by ``accelerate launch`` with several processes, else ``None``.
+
+    The command-line tools call this to switch to sharded sampling; one process needs no ``accelerate``.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    return process_state()
+
+
+def process_state() -> Any:
+    """``accelerate``'s ``PartialState``, on the CPU (gloo) when there is no GPU."""
+    try:
+        from accelerate import PartialState
+    except ImportError as err:
+        raise RuntimeError("several processes need Hugging Face accelerate: pip install 'adpdm[dist]'") from err
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def shard(num: int, batch_size: int, rank: int, world: int) -> list[tuple[int, int]]:
@@ -48,9 +70,7 @@ def sample_distributed(
             without ``accelerate launch``).
         **kwargs: passed to :func:`~adpdm.sampling.sample` (labels, num_classes, null_class, ...).
     """
-    from accelerate import PartialState
-
-    state = state or PartialState()
+    state = state or process_state()
     mine = shard(num, cfg.batch_size, state.process_index, state.num_processes)
     kwargs.setdefault("progress", state.is_main_process)
     parts = []
@@ -77,9 +97,7 @@ def record_distributed(
 
     The gathered set has the rows, in the same order, of a one-process recording.
     """
-    from accelerate import PartialState
-
-    state = state or PartialState()
+    state = state or process_state()
     parts = []
     for first, count in shard(num_samples, sampler.batch_size, state.process_index, state.num_processes):
         calib = record_trajectories(unet, scheduler_config, count, sampler, num_classes, null_class,

@@ -108,10 +108,18 @@ def track_steps(pipe: Any) -> StepTracker:
     return tracker
 
 
+SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
+
+
 def _unet_of(pipe: Any) -> nn.Module:
     unet = getattr(pipe, "unet", None)
     if not isinstance(unet, nn.Module):
         raise ValueError(f"{type(pipe).__name__} has no `unet` module; adpdm quantizes the UNet of a pipeline")
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+        raise ValueError(f"unsupported model class {type(unet).__name__} in {type(pipe).__name__}; adpdm "
+                         f"quantizes {' and '.join(SUPPORTED_UNETS)}")  # fmt: skip
     return unet
 
 

@@ -52,10 +52,11 @@ from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
 from adpdm.distributed import record_distributed, sample_distributed
 from adpdm.sampling import SamplerConfig
-from accelerate import PartialState
+from adpdm.distributed import process_state
 
 torch.set_num_threads(1)
-state = PartialState()
+state = process_state()
+assert state.num_processes == 2
 unet = UNet2DModel.from_pretrained(sys.argv[1]).eval()
 cfg = SamplerConfig(num_steps=3, batch_size=3, guidance_scale=2.0)
 out = sample_distributed(unet, dict(DDPMScheduler(num_train_timesteps=1000).config), 7, cfg, state=state,
@@ -80,7 +81,7 @@ def test_two_processes_give_the_samples_of_one(tmp_path) -> None:
     unet.save_pretrained(tmp_path / "unet")
     (tmp_path / "run.py").write_text(textwrap.dedent(SCRIPT))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(tmp_path / "run.py"), str(tmp_path / "unet"), str(tmp_path / "out.safetensors"),
            str(tmp_path / "calib")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -102,3 +103,23 @@ def test_recorded_shards_concatenate_to_the_whole_recording() -> None:
     parts = [record_trajectories(unet, SCHED, n, CFG, 10, 10, progress=False, first=f) for f, n in shard(7, 3, 0, 1)]
     assert _same_calib(concat(parts), whole)
     assert _same_calib(record_distributed(unet, SCHED, 7, CFG, 10, 10), whole)
+
+
+def _launch(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--module", "adpdm.cli.main", *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def test_sample_command_under_accelerate_launch_writes_the_one_process_grid(tmp_path) -> None:
+    pytest.importorskip("accelerate")
+    from adpdm.cli.main import main
+
+    common = ["sample", "--model", "embedded:mnist", "--num", "4", "--steps", "2", "--batch-size", "2"]
+    assert main([*common, "--out", str(tmp_path / "one.png")]) == 0
+    proc = _launch(tmp_path, *common, "--out", str(tmp_path / "two.png"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "process 1/2 drew 2 samples" in proc.stderr  # the work was shared
+    assert (tmp_path / "two.png").read_bytes() == (tmp_path / "one.png").read_bytes()

@@ -91,6 +91,9 @@ def test_pipeline_errors() -> None:
         record_pipeline(pipe, K, prompts=[])
     with pytest.raises(ValueError, match="takes no prompts"):
         record_pipeline(pipe, K, prompts=["a cat"])
+    pipe.unet = torch.nn.Conv2d(3, 3, 1)  # a denoiser that is no diffusers UNet
+    with pytest.raises(ValueError, match="unsupported model class Conv2d"):
+        adpdm.quantize_pipeline(pipe, adpdm.QuantConfig.preset("w8a8", num_steps=K), method="rtn")
 
 
 def _tiny_sd_pipeline(tmp_path):

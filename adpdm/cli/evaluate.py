@@ -1,4 +1,8 @@
-"""``adpdm evaluate``: metrics of a model (and of its quantized copy) on common random numbers."""
+"""``adpdm evaluate``: metrics of a model (and of its quantized copy) on common random numbers.
+
+Under ``accelerate launch --num_processes N`` the sampling is spread over the processes; the
+first process computes the metrics and writes the results.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..checkpoint import load_quantized
+from ..distributed import launched_state
 from ..eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
 from ..models.loading import load_model
 from ..sampling import SCHEDULERS, SamplerConfig
-from ..utils.resources import machine_description
+from ..utils.resources import machine_description, resolve_device
 from ..utils.table import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     eval_cfg = EvalConfig(
         ref_num=args.ref_num, inception_path=args.inception, bf16=args.bf16, inception=not args.no_inception
     )
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = launched_state()
+    device = resolve_device(args.device, state)
     model = load_model(args.model)
     guidance = args.guidance if args.guidance is not None else (2.0 if model.num_classes is not None else 1.0)
     sampler = SamplerConfig(scheduler=args.scheduler, num_steps=args.steps, guidance_scale=guidance, seed=args.seed)
@@ -54,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quantized:
         unets["quantized"] = load_quantized(args.quantized, device=device)
     samples = sample_models(unets, model.scheduler_config, args.num_samples, sampler, model.num_classes,
-                            model.null_class)  # fmt: skip
+                            model.null_class, state=state)  # fmt: skip
+    if state is not None and not state.is_main_process:
+        return 0  # the first process computes the metrics and writes the results
     evaluator = Evaluator(eval_cfg, device=device)
     results = evaluate_against_fp(evaluator, samples, "fp32", model.num_classes is not None)
     rows = [{"model": name, **res.to_dict()} for name, res in results.items()]

@@ -17,6 +17,7 @@ from ..models.loading import is_embedded, load_model
 from ..ptq import CalibConfig, run_ptq
 from ..recon.reconstruct import ReconConfig
 from ..sampling import SamplerConfig
+from ..utils.resources import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     calib = CalibConfig(num_samples=args.num_samples, calib_steps=args.calib_steps, timesteps=args.timesteps,
                         sampler=sampler, seed=args.seed)  # fmt: skip
     recon = ReconConfig(iters=args.iters, batch_size=args.batch_size, seed=args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     prompts = _read_prompts(args.prompts) if args.prompts else None
     if not is_embedded(args.model):
         return _quantize_pipeline(args, qcfg, calib, recon, prompts, out, device)

@@ -2,7 +2,8 @@
 
 Samples use common random numbers (see :mod:`adpdm.sampling`): the same ``--seed`` gives the
 same noise to every model, so grids of a full-precision and a quantized model compare image
-by image (``--compare`` writes both side by side).
+by image (``--compare`` writes both side by side). Under ``accelerate launch --num_processes N``
+the batches are spread over the processes and the first process writes the same grid.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import argparse
 import logging
 from typing import Any
 
-import torch
-
+from ..distributed import launched_state, sample_distributed
 from ..models.loading import load_model
 from ..sampling import SCHEDULERS, SamplerConfig, sample, save_grid, side_by_side
+from ..utils.resources import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     """Sample ``args.num`` images and write the grid to ``args.out``."""
     if args.compare and not args.quantized:
         raise ValueError("--compare needs --quantized DIR")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = launched_state()
+    device = resolve_device(args.device, state)
     model = load_model(args.model)
     cfg = SamplerConfig(
         scheduler=args.scheduler,
@@ -88,17 +90,16 @@ def run(args: argparse.Namespace) -> int:
     grids = {}
     for name, unet in unets.items():
         logger.info("sampling %d images from %s", args.num, name)
-        out = sample(
-            unet.to(device).eval(),
-            model.scheduler_config,
-            args.num,
-            cfg,
-            labels=parse_labels(args.labels),
-            num_classes=model.num_classes,
-            null_class=model.null_class,
-            device=device,
-        )
+        kw = dict(labels=parse_labels(args.labels), num_classes=model.num_classes, null_class=model.null_class,
+                  device=device)  # fmt: skip
+        unet = unet.to(device).eval()
+        if state is None:
+            out = sample(unet, model.scheduler_config, args.num, cfg, **kw)
+        else:
+            out = sample_distributed(unet, model.scheduler_config, args.num, cfg, state=state, **kw)
         grids[name] = out.images
+    if state is not None and not state.is_main_process:
+        return 0
     path = side_by_side(grids, args.out) if args.compare else save_grid(next(iter(grids.values())), args.out)
     logger.info("wrote %s", path)
     return 0

@@ -147,17 +147,27 @@ def sample_models(
     num_classes: int | None = None,
     null_class: int | None = None,
     progress: bool = True,
+    state: Any = None,
 ) -> dict[str, ModelSamples]:
-    """Sample every model from the same noise (common random numbers)."""
+    """Sample every model from the same noise (common random numbers).
+
+    With an ``accelerate`` ``state`` the batches are spread over its processes, and every process
+    gets all the samples, in the order of a one-process run.
+    """
     import time
 
+    from ..distributed import sample_distributed
     from ..sampling import sample
 
     out = {}
     for name, unet in unets.items():
         start = time.perf_counter()
-        res = sample(unet, scheduler_config, num, sampler, num_classes=num_classes, null_class=null_class,
-                     progress=progress)  # fmt: skip
+        kw = dict(num_classes=num_classes, null_class=null_class)
+        if state is None:
+            res = sample(unet, scheduler_config, num, sampler, progress=progress, **kw)
+        else:
+            res = sample_distributed(unet, scheduler_config, num, sampler, state=state,
+                                     progress=progress and state.is_main_process, **kw)  # fmt: skip
         out[name] = ModelSamples(name, res.images, res.labels, time.perf_counter() - start)
         logger.info("sampled %d images from %s in %.1fs", num, name, out[name].seconds)
     return out

@@ -57,3 +57,12 @@ def machine_description() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def resolve_device(name: str | None = None, state: Any = None) -> torch.device:
+    """``name`` if given, else the process's device under ``accelerate`` (``state``), else cuda if present."""
+    if name:
+        return torch.device(name)
+    if state is not None:
+        return state.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
