@@ -15,6 +15,8 @@ from .stats import StepStatistics
 
 logger = logging.getLogger(__name__)
 
+HARD_EPS = 1e-3  # mixture rows with a top weight >= 1 - HARD_EPS use that group alone (see ActQuantizer)
+
 
 def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Broadcast (1,) or (B,) values against ``x`` of shape (B, ...)."""
@@ -77,15 +79,30 @@ class ActQuantizer(nn.Module):
             return x
         if self.state == QuantState.RECONSTRUCTING and self.partition.searching:
             return self._mixture(x, step)
-        g = self.partition.hard_groups(step)
-        scale, zero = _per_sample(self.scale[g], x), _per_sample(self.zero_point[g], x)
-        return fake_quantize(x, scale, zero, self.qmin, self.qmax)
+        return self._hard(x, self.partition.hard_groups(step))
 
     def _mixture(self, x: torch.Tensor, step: torch.Tensor | int | None) -> torch.Tensor:
+        """The soft mixture, truncated: a row whose top weight is at least ``1 - HARD_EPS`` uses its top
+        group alone (output within ``HARD_EPS`` of the mixture; its alpha gradient, of the same order,
+        is dropped). Late in the temperature schedule most rows are such, so the search costs about
+        one quantizer instead of G."""
         pi = self.partition.probs(step)  # (1 or B, G)
         if pi.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"step_context holds {pi.shape[0]} step indices but the batch has {x.shape[0]} samples")
-        return mixture_fake_quantize(x, self.scale, self.zero_point, pi, self.qmin, self.qmax)
+        top, g = pi.detach().max(dim=1)
+        hard = top >= 1.0 - HARD_EPS
+        if bool(hard.all()):
+            return self._hard(x, g)
+        if pi.shape[0] == 1 or not bool(hard.any()):
+            return mixture_fake_quantize(x, self.scale, self.zero_point, pi, self.qmin, self.qmax)
+        rows_hard, rows_soft = hard.nonzero().flatten(), (~hard).nonzero().flatten()
+        y_hard = self._hard(x[rows_hard], g[rows_hard])
+        y_soft = mixture_fake_quantize(x[rows_soft], self.scale, self.zero_point, pi[rows_soft], self.qmin, self.qmax)
+        return x.new_zeros(x.shape).index_copy(0, rows_hard, y_hard).index_copy(0, rows_soft, y_soft)
+
+    def _hard(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        scale, zero = _per_sample(self.scale[g], x), _per_sample(self.zero_point[g], x)
+        return fake_quantize(x, scale, zero, self.qmin, self.qmax)
 
     @torch.no_grad()
     def init_ranges(self) -> None:

@@ -108,3 +108,27 @@ def test_entropy_zero_for_one_hot():
     assert part.entropy().item() < 1e-6
     part.alpha.data.zero_()
     torch.testing.assert_close(part.entropy(), torch.log(torch.tensor(2.0)))
+
+
+def test_truncated_mixture_mixes_soft_rows_and_takes_the_top_group_of_peaked_rows():
+    from adpdm.nn.act_quant import HARD_EPS
+
+    q = _calibrated()
+    x = torch.randn(6, 32) * 3
+    q.state = QuantState.RECONSTRUCTING
+    q.partition.searching = True
+    with torch.no_grad():
+        q.partition.alpha.copy_(torch.randn(6, 3))
+        q.partition.alpha[[1, 4]] = torch.tensor([0.0, 30.0, 0.0])  # steps 1 and 4: peaked on group 1
+    pi = q.partition.probs(torch.arange(6))
+    assert bool((pi.max(1).values >= 1 - HARD_EPS)[[1, 4]].all()) and int((pi.max(1).values >= 1 - HARD_EPS).sum()) == 2
+    outs = torch.stack([fake_quantize(x, q.scale[g], q.zero_point[g], q.qmin, q.qmax) for g in range(3)], -1)
+    full = (outs * pi[:, None, :]).sum(-1)
+    x.requires_grad_(True)
+    with step_context(torch.arange(6)):
+        y = q(x)
+    torch.testing.assert_close(y, full, atol=HARD_EPS * 10, rtol=0)
+    torch.testing.assert_close(y[[1, 4]], outs[[1, 4], :, 1])
+    y.square().sum().backward()  # gradients reach x, the scales and the alpha of the soft rows
+    assert x.grad is not None and q.scale.grad is not None and q.scale.grad.abs().sum() > 0
+    assert q.partition.alpha.grad[[0, 2, 3, 5]].abs().sum() > 0
