@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ class Results:
         self.data: dict[str, Any] = {"rows": [], "reports": {}, "samples": {}}
         if resume and path.is_file():
             self.data = json.loads(path.read_text())
+        self._prior_seconds = float(self.data.get("wall_seconds", 0.0))  # earlier parts of a resumed run
+        self._start = time.perf_counter()
         self.data.update({"config": cfg.to_dict(), "adpdm_version": __version__, "machine": machine_description()})
 
     def has(self, model: str, method: str, preset: str) -> bool:
@@ -137,6 +140,7 @@ class Results:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data["wall_seconds"] = self._prior_seconds + time.perf_counter() - self._start
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         tmp.replace(self.path)
@@ -202,13 +206,16 @@ def _bench_model(
     for preset, method in todo:
         qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
         logger.info("bench: %s %s %s", spec, method, preset)
+        start = time.perf_counter()
         ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
                       groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
                       progress=False)  # fmt: skip
         q = sample_models({method: ptq.model}, model.scheduler_config, cfg.num_samples, msampler,
                           model.num_classes, model.null_class, progress=False)  # fmt: skip
         res = evaluate_against_fp(evaluator, {**fp, **q}, "fp32", conditional)[method]
-        results.add(_row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model)), ptq.report)
+        row = _row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model))
+        row["row_seconds"] = time.perf_counter() - start  # calibration, sampling and metrics
+        results.add(row, ptq.report)
         grids[f"{method} {preset}"] = q[method].images[:64]
     key = f"{spec}|{'ablations' if todo and todo[0][1] in ABLATIONS else 'main'}"
     results.data["samples"][key] = _save_grids(grids, out / "figures", key, cfg.name)
@@ -235,6 +242,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> Path:
         f"reconstruction {c['recon']['iters']} iterations per block, G = {c['groups']}, "
         f"FID reference: {c['eval']['ref_num']} MNIST test images.\n\n"
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads).\n\n"
+        + (f"Wall time of the run: {data['wall_seconds'] / 60:.1f} minutes.\n\n" if "wall_seconds" in data else "")
         + markdown_table(data["rows"], cols)
         + "\n"
     )

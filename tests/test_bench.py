@@ -70,6 +70,8 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     w8 = {r["method"]: r for r in rows if r["preset"] == "w8a8" and r["model"] == "embedded:mnist"}
     assert w4["rtn"]["ckpt_bytes"] < w8["rtn"]["ckpt_bytes"]
     assert data["machine"]["cores"] and (tmp_path / "results" / "tiny.md").is_file()
+    assert data["wall_seconds"] >= sum(r.get("row_seconds", 0.0) for r in rows) > 0
+    assert "Wall time of the run" in (tmp_path / "results" / "tiny.md").read_text()
     assert (tmp_path / "figures" / "tiny_fid_vs_bits.png").is_file()
     assert list((tmp_path / "figures").glob("tiny_*_ranges.png"))
 
