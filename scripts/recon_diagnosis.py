@@ -74,8 +74,9 @@ def main() -> None:
                 q = run_ptq(copy.deepcopy(unet), model.scheduler_config, method, qcfg, calib, recon, progress=False,
                             device=args.device, **kw).model  # fmt: skip
                 out = sample(q, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw)
+                seconds = time.perf_counter() - start
                 rows.append({"method": method, "preset": preset, "variant": name, "recon": recon.to_dict(),
-                             "psnr": float(psnr(out.images, fp).mean()), "seconds": time.perf_counter() - start})  # fmt: skip
+                             "psnr": float(psnr(out.images, fp).mean()), "seconds": seconds})  # fmt: skip
                 logger.warning("%s %s %s: PSNR %.2f dB (%.0fs)", method, preset, name, rows[-1]["psnr"],
                                rows[-1]["seconds"])  # fmt: skip
                 if args.out:

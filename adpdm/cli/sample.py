@@ -12,6 +12,8 @@ import argparse
 import logging
 from typing import Any
 
+import torch
+
 from ..distributed import launched_state, sample_distributed
 from ..models.loading import load_model
 from ..sampling import SCHEDULERS, SamplerConfig, sample, save_grid, side_by_side
@@ -52,6 +54,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="samples per batch (default 64)")
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run the quantized model in torch (default) or its ONNX export (--onnx DIR) in ONNX Runtime",
+    )
+    parser.add_argument("--onnx", metavar="DIR", help="with --backend onnxruntime: a folder written by `adpdm export`")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     parser.set_defaults(func=run)
     return parser
 
@@ -68,10 +78,17 @@ def parse_labels(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Sample ``args.num`` images and write the grid to ``args.out``."""
-    if args.compare and not args.quantized:
-        raise ValueError("--compare needs --quantized DIR")
+    onnx = args.backend == "onnxruntime"
+    if onnx and not args.onnx:
+        raise ValueError("--backend onnxruntime needs --onnx DIR (a folder written by `adpdm export`)")
+    if args.onnx and not onnx:
+        raise ValueError("--onnx DIR needs --backend onnxruntime")
+    if args.compare and not (args.quantized or onnx):
+        raise ValueError("--compare needs --quantized DIR or --backend onnxruntime")
     state = launched_state()
-    device = resolve_device(args.device, state)
+    if onnx and state is not None:
+        raise ValueError("--backend onnxruntime runs in one process: launch without accelerate")
+    device = torch.device("cpu") if onnx else resolve_device(args.device, state)  # ORT returns CPU tensors
     model = load_model(args.model)
     cfg = SamplerConfig(
         scheduler=args.scheduler,
@@ -87,12 +104,17 @@ def run(args: argparse.Namespace) -> int:
 
         quantized = {f"quantized ({args.quantized})": load_quantized(args.quantized, device=device)}
         unets = {**unets, **quantized} if args.compare else quantized
+    if onnx:
+        from ..deploy import OnnxDenoiser, RuntimeOptions
+
+        exported = {f"onnxruntime ({args.onnx})": OnnxDenoiser(args.onnx, RuntimeOptions(threads=args.threads))}
+        unets = {**unets, **exported} if args.compare else exported
     grids = {}
     for name, unet in unets.items():
         logger.info("sampling %d images from %s", args.num, name)
         kw = dict(labels=parse_labels(args.labels), num_classes=model.num_classes, null_class=model.null_class,
                   device=device)  # fmt: skip
-        unet = unet.to(device).eval()
+        unet = unet.to(device).eval() if isinstance(unet, torch.nn.Module) else unet
         if state is None:
             out = sample(unet, model.scheduler_config, args.num, cfg, **kw)
         else:

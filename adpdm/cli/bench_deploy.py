@@ -1,0 +1,60 @@
+"""``adpdm bench-deploy``: speed and size of the ONNX Runtime deployment, written with the machine.
+
+A benchmark, never a test: it writes ``benchmarks/results/deploy_<name>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``bench-deploy`` subcommand on ``subparsers``."""
+    parser = subparsers.add_parser(
+        "bench-deploy",
+        help="time int8 ONNX Runtime against fp32 ONNX Runtime and PyTorch; file sizes",
+        description="Export a quantized checkpoint (exact and int8-conv graphs) and an fp32 graph; time "
+        "UNet forwards and whole sampling runs at each batch size; per-operator profiles.",
+    )
+    parser.add_argument("--quantized", metavar="DIR", required=True, help="a folder written by `adpdm quantize`")
+    parser.add_argument("--model", default="embedded:mnist", help="the model it came from (scheduler)")
+    parser.add_argument("--name", help="results name (default: the folder's name)")
+    parser.add_argument("--out-dir", default="benchmarks/results", help="default benchmarks/results")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="10 sampling steps, 5 repeats")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and write the JSON and markdown results."""
+    import onnxruntime
+
+    from ..deploy.bench import BenchConfig, bench_deploy, markdown
+    from ..utils.resources import machine_description
+
+    cfg = BenchConfig(steps=10, repeats=5, threads=args.threads) if args.quick else BenchConfig(threads=args.threads)
+    name = args.name or Path(args.quantized).name
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(f"--name must be letters, digits, '.', '-' or '_', got {name!r}")
+    result = bench_deploy(args.quantized, args.model, cfg)
+    flags = (
+        Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0] if Path("/proc/cpuinfo").exists() else ""
+    )
+    isa = {k: k in flags.split() for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+    result = {"name": name, "quick": args.quick, "quantized": str(args.quantized), "model": args.model,
+              "config": vars(cfg), "machine": {**machine_description(), "cpu_isa": isa},
+              "onnxruntime": onnxruntime.__version__, "ort_threads": args.threads, **result}  # fmt: skip
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"deploy_{name}.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / f"deploy_{name}.md").write_text(markdown(name, result))
+    logger.info("wrote %s", out / f"deploy_{name}.json")
+    return 0

@@ -1,0 +1,55 @@
+"""``adpdm export``: write a frozen quantized model as ONNX QDQ graphs (one per timestep group).
+
+The convolutions get 8-bit output quantizers calibrated on a few trajectories of the frozen
+model's own sampler (``--model`` gives the scheduler), so ONNX Runtime runs them as int8
+``QLinearConv``; ``--exact`` skips that and keeps the PyTorch model's arithmetic exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from ..deploy.export_mode import WEIGHT_FORMATS
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``export`` subcommand on ``subparsers``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a quantized model for integer deployment (ONNX QDQ)",
+        description="Export a frozen quantized UNet as ONNX QDQ graphs sharing one int8 weight file.",
+    )
+    parser.add_argument("--quantized", metavar="DIR", required=True, help="a folder written by `adpdm quantize`")
+    parser.add_argument("--format", default="onnx", help="output format: onnx (default)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    parser.add_argument("--model", default="embedded:mnist", help="the model it came from, for its scheduler")
+    parser.add_argument("--exact", action="store_true", help="no conv output quantizers (exact but slow)")
+    parser.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="auto", help="default auto")
+    parser.add_argument("--calib-samples", type=int, default=4, help="trajectories for the output ranges")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export ``args.quantized`` to ``args.out``."""
+    if args.format not in FORMATS:
+        raise ValueError(f"unknown export format {args.format!r}; supported: {', '.join(FORMATS)}")
+    from .. import load_quantized
+    from ..deploy import CalibrationSpec, export_onnx
+    from ..models.loading import load_model
+
+    unet = load_quantized(args.quantized)
+    calibration = None
+    if not args.exact:
+        model = load_model(args.model)
+        calibration = CalibrationSpec(model.scheduler_config, args.calib_samples, model.num_classes,
+                                      model.null_class)  # fmt: skip
+    result = export_onnx(unet, args.out, calibration, args.weight_format)
+    logger.info("%d graph(s), %s of %d bytes in %s", len(result.graphs), result.weights, result.weights_bytes, args.out)
+    return 0

@@ -1,0 +1,154 @@
+"""Speed and size of the ONNX deployment: int8 ONNX Runtime against fp32 ONNX Runtime and PyTorch.
+
+For one quantized checkpoint: the exact export (no conv output quantizers, "before") and the
+int8-conv export ("after"), the fp32 graph of the same network, and PyTorch fp32 (quantizers
+bypassed). Times are the median of repeats, one thread; results carry the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_quantized
+from ..context import step_context
+from ..eval.metrics import psnr
+from ..models.loading import load_model
+from ..sampling import SamplerConfig, sample
+from .calibrate import CalibrationSpec
+from .export_mode import float_mode
+from .onnx_export import export_float, export_onnx
+from .profile import format_profile, op_profile
+from .runtime import OnnxDenoiser, RuntimeOptions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    """What to measure.
+
+    Args:
+        batches: batch sizes (default 1 and 16).
+        steps: sampling steps of the whole-run timing (default 100).
+        repeats: forward repeats per timing (default 20).
+        threads: torch and ORT intra-op threads (default 1).
+    """
+
+    batches: tuple[int, ...] = (1, 16)
+    steps: int = 100
+    repeats: int = 20
+    threads: int = 1
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def _forward(denoiser: Any, x: torch.Tensor) -> Callable[[], Any]:
+    t = torch.tensor(500)
+
+    def run() -> Any:
+        with torch.no_grad(), step_context(0):
+            return denoiser(x, t).sample
+
+    return run
+
+
+def _file_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def bench_deploy(quantized: str | Path, model_spec: str, cfg: BenchConfig) -> dict[str, Any]:
+    """Measure one checkpoint; returns a JSON-ready dict (timings in ms, sizes in bytes)."""
+    torch.set_num_threads(cfg.threads)
+    model = load_model(model_spec)
+    unet = load_quantized(quantized)
+    work = Path(tempfile.mkdtemp(prefix="adpdm_deploy_"))
+    spec = CalibrationSpec(model.scheduler_config, 4, model.num_classes, model.null_class)
+    folders = {"int8_exact": work / "exact", "int8": work / "int8"}
+    export_onnx(unet, folders["int8_exact"])
+    export_onnx(unet, folders["int8"], spec)
+    folders["fp32"] = export_float(unet, work / "fp32")
+    opts = RuntimeOptions(threads=cfg.threads)
+    runners = {name: OnnxDenoiser(folder, opts) for name, folder in folders.items()}
+    shape = runners["fp32"].config
+    out: dict[str, Any] = {"forward_ms": {}, "sampling_s": {}, "sizes": {}, "profiles": {}, "psnr_vs_torch": {}}
+    for b in cfg.batches:
+        x = torch.randn(b, shape.in_channels, *shape.sample_size)
+        row = {name: _median_ms(_forward(r, x), cfg.repeats) for name, r in runners.items()}
+        with float_mode(unet):
+            row["torch_fp32"] = _median_ms(_forward(unet, x), cfg.repeats)
+        out["forward_ms"][f"batch_{b}"] = row
+        logger.info("forward batch %d: %s", b, row)
+    for b in cfg.batches:
+        scfg = SamplerConfig(num_steps=cfg.steps, batch_size=b, seed=0)
+        row, images = {}, {}
+        for name, r in runners.items():
+            start = time.perf_counter()
+            images[name] = sample(r, model.scheduler_config, b, scfg, progress=False).images
+            row[name] = time.perf_counter() - start
+        with float_mode(unet):
+            start = time.perf_counter()
+            sample(unet, model.scheduler_config, b, scfg, progress=False)
+            row["torch_fp32"] = time.perf_counter() - start
+        ref = sample(unet, model.scheduler_config, b, scfg, progress=False).images  # PyTorch quantized
+        out["psnr_vs_torch"][f"batch_{b}"] = {n: float(psnr(images[n], ref).mean()) for n in ("int8_exact", "int8")}
+        out["sampling_s"][f"batch_{b}"] = row
+        logger.info("sampling %d steps, batch %d: %s", cfg.steps, b, row)
+    for name in ("int8_exact", "int8"):
+        prof = OnnxDenoiser(folders[name], RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / name)))
+        _forward(prof, torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size))()
+        rows = op_profile(prof.end_profiling()[0])
+        out["profiles"][name] = [asdict(r) for r in rows]
+    prof = OnnxDenoiser(folders["fp32"], RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / "fp32")))
+    _forward(prof, torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size))()
+    out["profiles"]["fp32"] = [asdict(r) for r in op_profile(prof.end_profiling()[0])]
+    out["sizes"] = {name: _file_bytes(folder) for name, folder in folders.items()}
+    out["sizes"]["int8_weights_file"] = (folders["int8"] / "weights.bin").stat().st_size
+    out["sizes"]["checkpoint"] = (Path(quantized) / "model.safetensors").stat().st_size
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def markdown(name: str, result: dict[str, Any]) -> str:
+    """A readable summary of one :func:`bench_deploy` result (plus the run's header)."""
+    lines = [f"# Deployment benchmark `{name}`", "", f"machine: {result['machine']}", ""]
+    lines += [
+        "## UNet forward (ms, median)",
+        "",
+        "| batch | " + " | ".join(_COLS) + " |",
+        "|---" * (len(_COLS) + 1) + "|",
+    ]
+    for batch, row in result["forward_ms"].items():
+        lines.append(f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in _COLS) + " |")
+    lines += ["", f"## Whole sampling run ({result['config']['steps']} steps, s)", "",
+              "| batch | " + " | ".join(_COLS) + " |", "|---" * (len(_COLS) + 1) + "|"]  # fmt: skip
+    for batch, row in result["sampling_s"].items():
+        lines.append(f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in _COLS) + " |")
+    lines += ["", f"PSNR of the ORT samples against the PyTorch quantized samples: {result['psnr_vs_torch']}", ""]
+    lines += ["## Sizes (bytes)", "", "| " + " | ".join(result["sizes"]) + " |", "|---" * len(result["sizes"]) + "|",
+              "| " + " | ".join(str(v) for v in result["sizes"].values()) + " |", ""]  # fmt: skip
+    for name, rows in result["profiles"].items():
+        from .profile import OpTime
+
+        lines += [f"## Per-operator profile: {name} (one forward, largest batch)", "",
+                  format_profile([OpTime(**r) for r in rows]), ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+_COLS = ("int8", "int8_exact", "fp32", "torch_fp32")

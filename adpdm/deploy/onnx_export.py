@@ -1,0 +1,224 @@
+"""Export a frozen quantized UNet as ONNX QDQ graphs, one per activation configuration.
+
+A model with G timestep groups exports G graphs ``graph_<g>.onnx`` that differ only in
+their activation scales and share one weight file ``weights.bin`` (int8 weights, int32
+biases); ``deploy.json`` holds the step -> graph table that :class:`adpdm.deploy.OnnxDenoiser`
+follows.
+
+Example::
+
+    result = export_onnx(adpdm.load_quantized("out/w8a8"), "out/w8a8-onnx")
+    denoiser = OnnxDenoiser("out/w8a8-onnx")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+
+from ..nn.layers import QuantConv2d
+from ..quantize import get_config, quant_layers
+from .calibrate import CalibrationSpec, OutputQParams, record_output_ranges
+from .export_mode import configurations, export_mode, float_mode, int8_weight, resolve_format
+from .external import save_shared
+from .graph import store_int8_weights
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "adpdm-onnx"
+FORMAT_VERSION = 1
+MANIFEST = "deploy.json"
+WEIGHTS = "weights.bin"
+OPSET = 17
+KEEP_FLOAT_OUTPUT = ("conv_out",)
+PREFIX = "unet"  # the wrapper's attribute name: exported node names start with /unet/
+
+
+class _Denoiser(nn.Module):
+    """``(sample, timestep[, class_labels]) -> eps`` with plain tensors in and out."""
+
+    def __init__(self, unet: UNet2DModel) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.unet(sample, timestep, class_labels=class_labels, return_dict=False)[0]
+
+
+def has_class_labels(unet: UNet2DModel) -> bool:
+    """Whether the UNet takes class labels (``num_class_embeds`` or a ``class_embed_type``)."""
+    return unet.config.num_class_embeds is not None or unet.config.class_embed_type is not None
+
+
+def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
+    """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch."""
+    if not isinstance(unet, UNet2DModel):
+        raise TypeError(f"ONNX export supports diffusers UNet2DModel, got {type(unet).__name__}")
+    cfg = unet.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
+    hw = (size, size) if isinstance(size, int) else size
+    device = next(unet.buffers()).device
+    args: tuple[torch.Tensor, ...] = (
+        torch.zeros(batch, cfg.in_channels, *hw, device=device),  # (B, C, H, W)
+        torch.full((batch,), 500.0, device=device),  # (B,) float timesteps
+    )
+    names = ["sample", "timestep"]
+    if has_class_labels(unet):
+        args += (torch.zeros(batch, dtype=torch.long, device=device),)
+        names.append("class_labels")
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings on diffusers' shape asserts
+        torch.onnx.export(
+            _Denoiser(unet).eval(), args, buffer, dynamo=False, opset_version=OPSET,
+            input_names=names, output_names=["eps"],
+            dynamic_axes={name: {0: "batch"} for name in [*names, "eps"]},
+        )  # fmt: skip
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote.
+
+    Args:
+        folder: the output folder.
+        graphs: graph file names, one per activation configuration.
+        step_to_graph: sampling step k -> index into ``graphs`` (empty: one graph for every step).
+        weights: the shared weight file name.
+        weights_bytes: its size.
+        exact_weights: layers whose int8 weights equal the checkpoint's exactly (others re-rounded).
+        layers: quantized layers.
+    """
+
+    folder: Path
+    graphs: list[str]
+    step_to_graph: list[int]
+    weights: str
+    weights_bytes: int
+    exact_weights: int
+    layers: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def requantized_convs(unet: nn.Module) -> list[str]:
+    """Convolutions that get an output quantizer: those with quantized inputs, except ``conv_out``.
+
+    ``conv_out`` produces eps itself; it stays a float Conv rather than add 8-bit noise to the
+    model's output.
+    """
+    return [
+        name
+        for name, layer in quant_layers(unet)
+        if isinstance(layer, QuantConv2d) and layer.input_quant is not None and name not in KEEP_FLOAT_OUTPUT
+    ]
+
+
+def export_onnx(
+    unet: UNet2DModel,
+    out_dir: str | Path,
+    calibration: CalibrationSpec | None = None,
+    weight_format: str = "auto",
+) -> ExportResult:
+    """Write ``unet`` (frozen, quantized) as QDQ ONNX graphs sharing one weight file.
+
+    Args:
+        unet: a frozen quantized ``UNet2DModel`` (:func:`adpdm.load_quantized`).
+        out_dir: output folder, created if needed.
+        calibration: how to record the convolutions' output ranges (see
+            :mod:`adpdm.deploy.calibrate`); with it the convolutions run as int8 ``QLinearConv``,
+            without it (default) they compute in float on dequantized inputs (exactly the
+            PyTorch model's arithmetic, but slow: only the Gemm / MatMul layers fuse).
+        weight_format: ``"auto"`` (default), ``"uint8"`` (the checkpoint's codes and
+            per-channel zero points, exact; U8U8 kernels), ``"int8"`` (symmetric, W8 channels
+            re-rounded; U8S8 kernels, which saturate on CPUs without VNNI) or ``"int8r"``
+            (|code| <= 64: U8S8 without saturation; exact for W4); see
+            :func:`adpdm.deploy.export_mode.int8_weight`.
+    """
+    cfg = get_config(unet)  # raises for an unquantized model
+    unet = unet.cpu().eval()
+    weight_format = resolve_format(unet, weight_format)
+    weights = {name: int8_weight(layer, weight_format) for name, layer in quant_layers(unet)}
+    configs, step_to_graph = configurations(unet)
+    outputs: dict[str, OutputQParams] = {}
+    if calibration is not None:
+        outputs = record_output_ranges(unet, requantized_convs(unet), step_to_graph, len(configs), calibration)
+    models = []
+    for g, config in enumerate(configs):
+        requant = {name: (p.scales[g], p.zeros[g]) for name, p in outputs.items()}
+        with export_mode(unet, config, weights, requant):
+            model = export_graph(unet)
+        stored = store_int8_weights(model, weights, PREFIX)
+        if stored != len(weights):
+            raise RuntimeError(f"only {stored} of {len(weights)} quantized layers were found in the exported graph")
+        models.append(model)
+        logger.info("graph %d/%d: %d nodes", g + 1, len(configs), len(model.graph.node))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graphs = [f"graph_{g}.onnx" for g in range(len(configs))]
+    shared = save_shared(models, [out / name for name in graphs], WEIGHTS)
+    result = ExportResult(
+        out, graphs, step_to_graph, WEIGHTS, shared.bytes, sum(w.exact for w in weights.values()), len(weights)
+    )
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "opset": OPSET,
+        "graphs": graphs,
+        "step_to_graph": step_to_graph,
+        "weights": WEIGHTS,
+        "inputs": [i.name for i in models[0].graph.input],
+        "sample_shape": list(export_input_shape(unet)),
+        "weight_format": weight_format,
+        "wbits": cfg.wbits,
+        "abits": cfg.abits,
+        "exact_weight_layers": result.exact_weights,
+        "requantized_outputs": sorted(outputs),
+        "layers": result.layers,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    logger.info("wrote %d graphs and %s (%d bytes) to %s", len(graphs), WEIGHTS, shared.bytes, out)
+    return result
+
+
+def export_input_shape(unet: UNet2DModel) -> tuple[int, int, int]:
+    """(C, H, W) of one sample."""
+    size = unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else size
+    return unet.config.in_channels, h, w
+
+
+def export_float(unet: UNet2DModel, out_dir: str | Path) -> Path:
+    """The same network in fp32 (quantizers bypassed, dequantized weights) as a one-graph export folder.
+
+    The baseline for speed and size; :class:`adpdm.deploy.OnnxDenoiser` runs it like a quantized export.
+    """
+    with float_mode(unet):
+        model = export_graph(unet.cpu().eval())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(out / "fp32.onnx"))
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "opset": OPSET, "graphs": ["fp32.onnx"],
+                "step_to_graph": [], "weights": None, "inputs": [i.name for i in model.graph.input],
+                "sample_shape": list(export_input_shape(unet)), "wbits": 32, "abits": 32}  # fmt: skip
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def result_dict(result: ExportResult) -> dict[str, Any]:
+    """JSON-ready view of an :class:`ExportResult`."""
+    d = asdict(result)
+    d["folder"] = str(result.folder)
+    return d

@@ -1,0 +1,138 @@
+"""Run an exported model with ONNX Runtime behind the UNet's calling convention.
+
+:class:`OnnxDenoiser` opens one session per exported graph and, at every call, runs the
+graph of the current sampling step's group (from :func:`adpdm.current_step`), so
+:func:`adpdm.sampling.sample` drives it exactly like the PyTorch model::
+
+    denoiser = OnnxDenoiser("out/w8a8-onnx")
+    out = sample(denoiser, scheduler_config, 16, SamplerConfig(num_steps=100))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..context import current_step
+from .onnx_export import FORMAT, FORMAT_VERSION, MANIFEST
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeOptions:
+    """ONNX Runtime session settings.
+
+    Args:
+        providers: execution providers in order of preference (default CPU).
+        threads: intra-op threads (default 1; 0 lets ORT decide).
+        optimization: graph optimisation level, ``"all"`` (default: QDQ fusions and layout
+            transforms), ``"extended"``, ``"basic"`` or ``"disable"``.
+        profile_prefix: write an ORT profiling trace per session with this prefix.
+    """
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 1
+    optimization: str = "all"
+    profile_prefix: str | None = None
+
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}  # fmt: skip
+
+
+def make_session(path: str | Path, options: RuntimeOptions) -> Any:
+    """An ``onnxruntime.InferenceSession`` on ``path`` with ``options``."""
+    import onnxruntime as ort
+
+    if options.optimization not in _LEVELS:
+        raise ValueError(f"optimization must be one of {sorted(_LEVELS)}, got {options.optimization!r}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.optimization])
+    so.log_severity_level = 3  # the optimizer's layout warnings are expected
+    if options.profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = options.profile_prefix
+    return ort.InferenceSession(str(path), so, providers=list(options.providers))
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The validated ``deploy.json`` of an export folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not an ONNX export of adpdm (no {MANIFEST}): run `adpdm export`")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a version-{FORMAT_VERSION} {FORMAT} manifest")
+    return meta
+
+
+class OnnxDenoiser:
+    """The exported UNet as a denoiser: ``denoiser(sample, timestep, class_labels=None).sample``.
+
+    Args:
+        folder: an export folder written by :func:`adpdm.deploy.export_onnx`.
+        options: session settings (default :class:`RuntimeOptions`).
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, folder: str | Path, options: RuntimeOptions | None = None) -> None:
+        self.folder = Path(folder)
+        self.options = options or RuntimeOptions()
+        meta = read_manifest(folder)
+        self.step_to_graph: list[int] = meta["step_to_graph"]
+        self.inputs: list[str] = meta["inputs"]
+        self.sessions = [make_session(self.folder / name, self.options) for name in meta["graphs"]]
+        c, h, w = meta["sample_shape"]
+        self.config = SimpleNamespace(in_channels=c, sample_size=(h, w))
+        self.device = torch.device("cpu")
+        self.calls = [0] * len(self.sessions)
+
+    def graph_for(self, step: int | torch.Tensor | None) -> int:
+        """Index of the graph serving sampling step ``step``."""
+        if len(self.sessions) == 1:
+            return 0
+        if step is None:
+            raise RuntimeError(
+                f"this export has {len(self.sessions)} graphs (timestep groups): wrap each call in "
+                "`with adpdm.step_context(k):`"
+            )
+        if isinstance(step, torch.Tensor):
+            graphs = {self.step_to_graph[int(k)] for k in step.tolist()}
+            if len(graphs) != 1:
+                raise ValueError("one ONNX call serves one group: the batch mixes steps of several groups")
+            return graphs.pop()
+        if not 0 <= step < len(self.step_to_graph):
+            raise ValueError(f"step {step} out of range for {len(self.step_to_graph)} sampling steps")
+        return self.step_to_graph[step]
+
+    def __call__(
+        self, sample: torch.Tensor, timestep: torch.Tensor | float, class_labels: torch.Tensor | None = None, **_: Any
+    ) -> SimpleNamespace:
+        g = self.graph_for(current_step())
+        b = sample.shape[0]
+        feeds = {
+            "sample": sample.detach().float().cpu().numpy(),
+            "timestep": np.broadcast_to(np.asarray(torch.as_tensor(timestep).cpu(), np.float32), (b,)).copy(),
+        }
+        if "class_labels" in self.inputs:
+            if class_labels is None:
+                raise ValueError("this model is class-conditional: pass class_labels")
+            feeds["class_labels"] = class_labels.detach().cpu().numpy().astype(np.int64)
+        self.calls[g] += 1
+        (eps,) = self.sessions[g].run(None, feeds)
+        return SimpleNamespace(sample=torch.from_numpy(eps))
+
+    def end_profiling(self) -> list[str]:
+        """Stop profiling; the trace files of the sessions that ran."""
+        return [s.end_profiling() for s, n in zip(self.sessions, self.calls, strict=True) if n]

@@ -1,0 +1,188 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from deploy_helpers import SCHEDULER, STEPS, frozen_embedded, frozen_unet
+
+import adpdm
+from adpdm.cli.main import main
+from adpdm.deploy import CalibrationSpec, OnnxDenoiser, RuntimeOptions, export_onnx
+from adpdm.deploy.profile import op_profile
+from adpdm.eval.metrics import psnr
+from adpdm.sampling import SamplerConfig, sample
+
+
+@pytest.fixture(scope="module")
+def w8_groups() -> torch.nn.Module:
+    return frozen_unet("w8a8", groups=2)
+
+
+@pytest.fixture(scope="module")
+def w8_export(w8_groups, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("w8_onnx")
+    export_onnx(w8_groups, out, CalibrationSpec(SCHEDULER, num_samples=4))
+    return out
+
+
+def _external_locations(path):
+    model = onnx.load(str(path), load_external_data=False)
+    return {
+        t.name: {e.key: e.value for e in t.external_data}
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }, model
+
+
+def _q_scales(model):
+    inits = {t.name: t for t in model.graph.initializer}
+    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"}
+    values = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            t = inits.get(node.input[1]) or consts.get(node.input[1])
+            values.append(float(onnx.numpy_helper.to_array(t)))
+    return values
+
+
+def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
+    meta = json.loads((w8_export / "deploy.json").read_text())
+    assert meta["graphs"] == ["graph_0.onnx", "graph_1.onnx"]
+    assert meta["step_to_graph"] == w8_groups.adpdm_partition.table.tolist()
+    (ext0, m0), (ext1, m1) = (_external_locations(w8_export / g) for g in meta["graphs"])
+    assert {e["location"] for e in [*ext0.values(), *ext1.values()]} == {"weights.bin"}
+    weights = [name for name in ext0 if name.endswith(".weight_q")]
+    assert len(weights) > 10 and all(ext0[n] == ext1[n] for n in weights)  # same int8 codes, same offsets
+    # each distinct payload is in the file once (int32 biases, of scale s_x * s_w, differ per group)
+    chunks = {(int(e["offset"]), int(e["length"])) for e in [*ext0.values(), *ext1.values()]}
+    payload = sum(length for _, length in chunks)
+    size = (w8_export / "weights.bin").stat().st_size
+    assert payload <= size < payload + 64 * len(chunks)
+    shared = sum(int(ext0[n]["length"]) for n in weights)
+    assert shared > 0.8 * size
+    assert sorted(p.name for p in w8_export.iterdir()) == ["deploy.json", "graph_0.onnx", "graph_1.onnx", "weights.bin"]
+    # the graphs differ in their activation scales only
+    assert _q_scales(m0) != _q_scales(m1)
+    graph = onnx.load(str(w8_export / "graph_0.onnx")).graph
+    codes = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(".weight_q")]
+    assert codes and all(c.dtype in (np.uint8, np.int8) for c in codes)
+
+
+def _cosines(unet, denoiser, steps=STEPS, scheduler=SCHEDULER, **labels):
+    cos, graphs = [], []
+
+    def compare(k, t, inp):
+        with torch.no_grad():
+            ref = unet(inp.sample, inp.timestep, class_labels=inp.class_labels).sample
+        out = denoiser(inp.sample, inp.timestep, class_labels=inp.class_labels).sample
+        cos.append(F.cosine_similarity(ref.flatten(), out.flatten(), dim=0).item())
+        graphs.append(denoiser.graph_for(k))
+
+    sample(unet, scheduler, 4, SamplerConfig(num_steps=steps, batch_size=4, seed=7), progress=False,
+           callback=compare, **labels)  # fmt: skip
+    return cos, graphs
+
+
+def test_denoiser_picks_the_group_graph_at_every_step(w8_groups, w8_export):
+    cos, graphs = _cosines(w8_groups, OnnxDenoiser(w8_export))
+    assert graphs == w8_groups.adpdm_partition.table.tolist()
+    # random-weight tiny UNets amplify the odd rounding flip (float sums in another order), hence 0.99
+    assert min(cos) > 0.99, cos
+
+
+@pytest.fixture(scope="module")
+def embedded_w8():
+    return frozen_embedded("w8a8", groups=2, steps=10)
+
+
+def test_exact_export_matches_torch_on_the_embedded_model(embedded_w8, tmp_path):
+    unet, scheduler = embedded_w8
+    export_onnx(unet, tmp_path)
+    cos, graphs = _cosines(unet, OnnxDenoiser(tmp_path), steps=10, scheduler=scheduler)
+    assert min(cos) > 0.999, cos
+    assert set(graphs) == {0, 1}
+    cfg = SamplerConfig(num_steps=10, batch_size=4, seed=5)
+    ref = sample(unet, scheduler, 4, cfg, progress=False)
+    out = sample(OnnxDenoiser(tmp_path), scheduler, 4, cfg, progress=False)
+    assert psnr(out.images, ref.images).min() > 30.0
+
+
+def test_int8_conv_export_on_the_embedded_model(embedded_w8, tmp_path):
+    """Output re-quantization costs accuracy at the last, most sensitive step (see the README)."""
+    unet, scheduler = embedded_w8
+    export_onnx(unet, tmp_path, CalibrationSpec(scheduler))
+    cos, _ = _cosines(unet, OnnxDenoiser(tmp_path), steps=10, scheduler=scheduler)
+    assert min(cos[:-1]) > 0.999 and cos[-1] > 0.9, cos
+    cfg = SamplerConfig(num_steps=10, batch_size=4, seed=5)
+    ref = sample(unet, scheduler, 4, cfg, progress=False)
+    out = sample(OnnxDenoiser(tmp_path), scheduler, 4, cfg, progress=False)
+    assert psnr(out.images, ref.images).mean() > 25.0
+
+
+@pytest.mark.parametrize("preset", ["w8a8", "w4a8"])
+def test_tiny_models_export_and_sample(tmp_path, preset):
+    unet = frozen_unet(preset, groups=2)
+    result = export_onnx(unet, tmp_path, CalibrationSpec(SCHEDULER))
+    assert len(result.graphs) == 2 and result.exact_weights == result.layers
+    assert json.loads((tmp_path / "deploy.json").read_text())["weight_format"] == (
+        "int8r" if preset == "w4a8" else "uint8"
+    )
+    cos, _ = _cosines(unet, OnnxDenoiser(tmp_path))
+    assert min(cos) > 0.99, cos
+
+
+def test_class_conditional_export(tmp_path):
+    unet = frozen_unet("w8a8", groups=1, num_class_embeds=3)
+    export_onnx(unet, tmp_path, CalibrationSpec(SCHEDULER, num_classes=3))
+    denoiser = OnnxDenoiser(tmp_path)
+    assert "class_labels" in denoiser.inputs
+    cos, _ = _cosines(unet, denoiser, num_classes=3)
+    assert min(cos) > 0.99, cos
+
+
+def test_convolutions_run_as_qlinearconv(w8_export, tmp_path):
+    denoiser = OnnxDenoiser(w8_export, RuntimeOptions(profile_prefix=str(tmp_path / "prof")))
+    with adpdm.step_context(0):
+        denoiser(torch.randn(2, 1, 16, 16), torch.tensor(999))
+    ops = {row.op: row.calls for row in op_profile(denoiser.end_profiling()[0])}
+    requantized = json.loads((w8_export / "deploy.json").read_text())["requantized_outputs"]
+    # most re-quantized convolutions fuse (a few next to Resize / Concat stay float: see the README)
+    assert ops.get("QLinearConv", 0) >= 0.8 * len(requantized) > 0, ops
+
+
+def test_denoiser_needs_the_step_with_several_graphs(w8_export):
+    with pytest.raises(RuntimeError, match="step_context"):
+        OnnxDenoiser(w8_export)(torch.randn(1, 1, 16, 16), torch.tensor(999))
+
+
+def test_clear_errors(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--quantized", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "quant_config.json" in caplog.text or "not" in caplog.text
+    assert main(["export", "--quantized", str(tmp_path), "--format", "tflite", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown export format 'tflite'" in caplog.text
+    with pytest.raises(FileNotFoundError, match="adpdm export"):
+        OnnxDenoiser(tmp_path / "empty")
+    assert main(["sample", "--backend", "onnxruntime", "--out", str(tmp_path / "g.png")]) == 2
+    assert "--onnx DIR" in caplog.text
+
+
+def test_unquantized_model_is_refused(tmp_path):
+    from conftest import make_unet
+
+    with pytest.raises(ValueError):
+        export_onnx(make_unet(), tmp_path)
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+    reason="onnxruntime has no CUDA provider here",
+)
+def test_cuda_provider_runs_the_export(w8_groups, w8_export):
+    denoiser = OnnxDenoiser(w8_export, RuntimeOptions(providers=("CUDAExecutionProvider", "CPUExecutionProvider")))
+    assert denoiser.sessions[0].get_providers()[0] == "CUDAExecutionProvider"
+    cos, _ = _cosines(w8_groups, denoiser)
+    assert min(cos) > 0.99, cos
