@@ -69,6 +69,8 @@ def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
     graph = onnx.load(str(w8_export / "graph_0.onnx")).graph
     codes = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(".weight_q")]
     assert codes and all(c.dtype in (np.uint8, np.int8) for c in codes)
+    # nodes and intermediate values carry short names, not module paths (most of a graph's bytes)
+    assert all(len(n.name) <= 6 and all(len(x) <= 8 or x in ext0 for x in n.output) for n in graph.node)
 
 
 def _cosines(unet, denoiser, steps=STEPS, scheduler=SCHEDULER, **labels):
