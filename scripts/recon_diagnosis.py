@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=50, help="iterations unless a variant sets them")
     parser.add_argument("--num", type=int, default=64, help="samples compared (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="sampling noise seed (default 0)")
+    parser.add_argument("--calib-seeds", default="1", help="comma-separated seeds of the calibration trajectories")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the JSON here")
     args = parser.parse_args()
@@ -57,30 +58,31 @@ def main() -> None:
     model = load_embedded(args.model)
     unet = model.unet.to(args.device)
     sampler = SamplerConfig(num_steps=k, seed=args.seed)
-    calib = CalibConfig(num_samples=16, calib_steps=6, signature_samples=4,
-                        sampler=dataclasses.replace(sampler, seed=1))  # fmt: skip
     kw = dict(num_classes=model.num_classes, null_class=model.null_class)
     if model.num_classes is not None:
         sampler = dataclasses.replace(sampler, guidance_scale=2.0)
-        calib.sampler = dataclasses.replace(calib.sampler, guidance_scale=2.0)
     fp = sample(unet, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw).images
     rows = []
-    for preset in args.presets.split(","):
-        for method in args.methods.split(","):
-            for name, overrides in variants.items():
-                start = time.perf_counter()
-                recon = ReconConfig(**{"iters": args.iters, **overrides})
-                qcfg = adpdm.QuantConfig.preset(preset, num_steps=k)
-                q = run_ptq(copy.deepcopy(unet), model.scheduler_config, method, qcfg, calib, recon, progress=False,
-                            device=args.device, **kw).model  # fmt: skip
-                out = sample(q, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw)
-                seconds = time.perf_counter() - start
-                rows.append({"method": method, "preset": preset, "variant": name, "recon": recon.to_dict(),
-                             "psnr": float(psnr(out.images, fp).mean()), "seconds": seconds})  # fmt: skip
-                logger.warning("%s %s %s: PSNR %.2f dB (%.0fs)", method, preset, name, rows[-1]["psnr"],
-                               rows[-1]["seconds"])  # fmt: skip
-                if args.out:
-                    _write(args, rows)
+    runs = [(int(c), p, m, v) for c in args.calib_seeds.split(",") for p in args.presets.split(",")
+            for m in args.methods.split(",") for v in variants]  # fmt: skip
+    for calib_seed, preset, method, name in runs:
+        overrides = variants[name]
+        calib = CalibConfig(num_samples=16, calib_steps=6, signature_samples=4,
+                            sampler=dataclasses.replace(sampler, seed=calib_seed))  # fmt: skip
+        start = time.perf_counter()
+        recon = ReconConfig(**{"iters": args.iters, **overrides})
+        qcfg = adpdm.QuantConfig.preset(preset, num_steps=k)
+        q = run_ptq(copy.deepcopy(unet), model.scheduler_config, method, qcfg, calib, recon, progress=False,
+                    device=args.device, **kw).model  # fmt: skip
+        out = sample(q, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw)
+        seconds = time.perf_counter() - start
+        value = float(psnr(out.images, fp).mean())
+        rows.append({"method": method, "preset": preset, "variant": name, "calib_seed": calib_seed,
+                     "recon": recon.to_dict(), "psnr": value, "seconds": seconds})  # fmt: skip
+        logger.warning("calib seed %d %s %s %s: PSNR %.2f dB (%.0fs)", calib_seed, method, preset, name,
+                       rows[-1]["psnr"], rows[-1]["seconds"])  # fmt: skip
+        if args.out:
+            _write(args, rows)
     _write(args, rows)
 
 
