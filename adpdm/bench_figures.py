@@ -24,17 +24,19 @@ def fid_vs_bits(data: dict[str, Any], path: Path, metric: str = "fid_fp") -> Pat
     rows = [r for r in data["rows"] if r["method"] != "fp32" and r.get(metric) is not None]
     models = sorted({r["model"] for r in rows})
     presets = [p for p in ("w8a8", "w6a6", "w4a8") if any(r["preset"] == p for r in rows)]
+    methods = sorted({r["method"] for r in rows})
+    color = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # one colour per method everywhere
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=False):
         for method in sorted({r["method"] for r in rows if r["model"] == model}):
             ys = [next((r[metric] for r in rows if r["model"] == model and r["method"] == method
                         and r["preset"] == p), None) for p in presets]  # fmt: skip
-            ax.plot(presets, ys, marker="o", label=method)
+            ax.plot(presets, ys, marker="o", label=method, color=color[method])
         ax.set_title(model)
         ax.set_ylabel(metric)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
