@@ -67,6 +67,7 @@ class Evaluator:
         self.inception: InceptionFeatures | None = None
         self._ref: FeatureStats | None = None
         self._clf_ref: FeatureStats | None = None
+        self._last_stats: tuple | None = None  # (key of the images, their Inception statistics)
         if cfg.inception:
             self.inception = load_inception(cfg.inception_path, device=device, bf16=cfg.bf16)
 
@@ -88,9 +89,14 @@ class Evaluator:
         return torch.cat([self.classifier.features(b.to(dev)).cpu() for b in images.split(500)])
 
     def inception_stats(self, images: torch.Tensor) -> FeatureStats | None:
+        """Inception statistics of ``images``; the last result is reused while the same tensor comes back
+        unchanged (the FP samples, compared against every method in turn)."""
         if self.inception is None:
             return None
-        return image_stats(self.inception, images, progress=self.progress)
+        key = (images.data_ptr(), tuple(images.shape), images._version, images.dtype)
+        if self._last_stats is None or self._last_stats[0] != key:
+            self._last_stats = (key, image_stats(self.inception, images, progress=self.progress))
+        return self._last_stats[1]
 
     def evaluate(
         self,

@@ -64,3 +64,17 @@ def test_fid_from_features_accepts_arrays_tensors_and_stats():
     assert fid_from_features(wide_a, wide_b) == pytest.approx(
         fid_from_features(FeatureStats.from_features(wide_a), wide_b), rel=1e-9
     )
+
+
+def test_evaluator_reuses_the_inception_statistics_of_an_unchanged_tensor(monkeypatch):
+    import adpdm.eval.evaluate as ev
+
+    calls = []
+    monkeypatch.setattr(ev, "image_stats", lambda net, images, progress=True: calls.append(1) or len(calls))
+    evaluator = ev.Evaluator(ev.EvalConfig(inception=False))
+    evaluator.inception = object()  # stands in for the network: image_stats is faked
+    fp = torch.zeros(4, 1, 8, 8)
+    assert evaluator.inception_stats(fp) == evaluator.inception_stats(fp) == 1  # the FP samples, once
+    assert evaluator.inception_stats(torch.ones(4, 1, 8, 8)) == 2
+    fp.add_(1.0)  # changed in place: computed again
+    assert evaluator.inception_stats(fp) == 3
