@@ -67,7 +67,7 @@ class Evaluator:
         self.inception: InceptionFeatures | None = None
         self._ref: FeatureStats | None = None
         self._clf_ref: FeatureStats | None = None
-        self._last_stats: tuple | None = None  # (key of the images, their Inception statistics)
+        self._fp_stats: tuple | None = None  # (FP images, their version, their Inception statistics)
         if cfg.inception:
             self.inception = load_inception(cfg.inception_path, device=device, bf16=cfg.bf16)
 
@@ -89,14 +89,18 @@ class Evaluator:
         return torch.cat([self.classifier.features(b.to(dev)).cpu() for b in images.split(500)])
 
     def inception_stats(self, images: torch.Tensor) -> FeatureStats | None:
-        """Inception statistics of ``images``; the last result is reused while the same tensor comes back
-        unchanged (the FP samples, compared against every method in turn)."""
         if self.inception is None:
             return None
-        key = (images.data_ptr(), tuple(images.shape), images._version, images.dtype)
-        if self._last_stats is None or self._last_stats[0] != key:
-            self._last_stats = (key, image_stats(self.inception, images, progress=self.progress))
-        return self._last_stats[1]
+        return image_stats(self.inception, images, progress=self.progress)
+
+    def fp_inception_stats(self, images: torch.Tensor) -> FeatureStats | None:
+        """:meth:`inception_stats`, reused while the very same tensor comes back unchanged (the FP
+        samples, compared against every method in turn). The tensor is held, so its memory cannot
+        be reused by another."""
+        hit = self._fp_stats is not None and self._fp_stats[0] is images and self._fp_stats[1] == images._version
+        if not hit:
+            self._fp_stats = (images, images._version, self.inception_stats(images))
+        return self._fp_stats[2]
 
     def evaluate(
         self,
@@ -184,7 +188,7 @@ def evaluate_against_fp(
 ) -> dict[str, EvalResult]:
     """Metrics of every model's samples; PSNR and FID-vs-FP against ``samples[fp_name]``."""
     fp = samples[fp_name]
-    fp_stats = evaluator.inception_stats(fp.images)
+    fp_stats = evaluator.fp_inception_stats(fp.images)
     results = {}
     for name, s in samples.items():
         labels = s.labels if conditional else None

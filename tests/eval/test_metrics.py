@@ -66,7 +66,7 @@ def test_fid_from_features_accepts_arrays_tensors_and_stats():
     )
 
 
-def test_evaluator_reuses_the_inception_statistics_of_an_unchanged_tensor(monkeypatch):
+def test_evaluator_reuses_the_fp_inception_statistics_of_the_same_unchanged_tensor(monkeypatch):
     import adpdm.eval.evaluate as ev
 
     calls = []
@@ -74,7 +74,11 @@ def test_evaluator_reuses_the_inception_statistics_of_an_unchanged_tensor(monkey
     evaluator = ev.Evaluator(ev.EvalConfig(inception=False))
     evaluator.inception = object()  # stands in for the network: image_stats is faked
     fp = torch.zeros(4, 1, 8, 8)
-    assert evaluator.inception_stats(fp) == evaluator.inception_stats(fp) == 1  # the FP samples, once
-    assert evaluator.inception_stats(torch.ones(4, 1, 8, 8)) == 2
-    fp.add_(1.0)  # changed in place: computed again
-    assert evaluator.inception_stats(fp) == 3
+    assert evaluator.fp_inception_stats(fp) == 1
+    assert evaluator.inception_stats(torch.ones(4, 1, 8, 8)) == 2  # a method's samples: never cached
+    assert evaluator.fp_inception_stats(fp) == 1  # the FP samples: computed once
+    assert evaluator.fp_inception_stats(fp.clone()) == 3  # equal values, another tensor: computed
+    other = torch.zeros(4, 1, 8, 8)
+    assert evaluator.fp_inception_stats(other) == 4
+    other.add_(1.0)  # changed in place: computed again
+    assert evaluator.fp_inception_stats(other) == 5
