@@ -38,19 +38,15 @@ def run(args: argparse.Namespace) -> int:
     import onnxruntime
 
     from ..deploy.bench import BenchConfig, bench_deploy, markdown
-    from ..utils.resources import machine_description
+    from ..utils.resources import cpu_isa, machine_description
 
     cfg = BenchConfig(steps=10, repeats=5, threads=args.threads) if args.quick else BenchConfig(threads=args.threads)
     name = args.name or Path(args.quantized).name
     if not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(f"--name must be letters, digits, '.', '-' or '_', got {name!r}")
     result = bench_deploy(args.quantized, args.model, cfg)
-    flags = (
-        Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0] if Path("/proc/cpuinfo").exists() else ""
-    )
-    isa = {k: k in flags.split() for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
     result = {"name": name, "quick": args.quick, "quantized": str(args.quantized), "model": args.model,
-              "config": vars(cfg), "machine": {**machine_description(), "cpu_isa": isa},
+              "config": vars(cfg), "machine": {**machine_description(), "cpu_isa": cpu_isa()},
               "onnxruntime": onnxruntime.__version__, "ort_threads": args.threads, **result}  # fmt: skip
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

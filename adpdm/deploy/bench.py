@@ -26,7 +26,7 @@ from ..sampling import SamplerConfig, sample
 from .calibrate import CalibrationSpec
 from .export_mode import float_mode
 from .onnx_export import export_float, export_onnx
-from .profile import format_profile, op_profile
+from .profile import OpTime, format_profile, op_profile
 from .runtime import OnnxDenoiser, RuntimeOptions
 
 logger = logging.getLogger(__name__)
@@ -110,14 +110,11 @@ def bench_deploy(quantized: str | Path, model_spec: str, cfg: BenchConfig) -> di
         out["psnr_vs_torch"][f"batch_{b}"] = {n: float(psnr(images[n], ref).mean()) for n in ("int8_exact", "int8")}
         out["sampling_s"][f"batch_{b}"] = row
         logger.info("sampling %d steps, batch %d: %s", cfg.steps, b, row)
-    for name in ("int8_exact", "int8"):
-        prof = OnnxDenoiser(folders[name], RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / name)))
-        _forward(prof, torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size))()
-        rows = op_profile(prof.end_profiling()[0])
-        out["profiles"][name] = [asdict(r) for r in rows]
-    prof = OnnxDenoiser(folders["fp32"], RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / "fp32")))
-    _forward(prof, torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size))()
-    out["profiles"]["fp32"] = [asdict(r) for r in op_profile(prof.end_profiling()[0])]
+    x = torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size)
+    for name, folder in folders.items():
+        prof = OnnxDenoiser(folder, RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / name)))
+        _forward(prof, x)()
+        out["profiles"][name] = [asdict(r) for r in op_profile(prof.end_profiling()[0])]
     out["sizes"] = {name: _file_bytes(folder) for name, folder in folders.items()}
     out["sizes"]["int8_weights_file"] = (folders["int8"] / "weights.bin").stat().st_size
     out["sizes"]["checkpoint"] = (Path(quantized) / "model.safetensors").stat().st_size
@@ -128,27 +125,22 @@ def bench_deploy(quantized: str | Path, model_spec: str, cfg: BenchConfig) -> di
 def markdown(name: str, result: dict[str, Any]) -> str:
     """A readable summary of one :func:`bench_deploy` result (plus the run's header)."""
     lines = [f"# Deployment benchmark `{name}`", "", f"machine: {result['machine']}", ""]
-    lines += [
-        "## UNet forward (ms, median)",
-        "",
-        "| batch | " + " | ".join(_COLS) + " |",
-        "|---" * (len(_COLS) + 1) + "|",
-    ]
-    for batch, row in result["forward_ms"].items():
-        lines.append(f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in _COLS) + " |")
-    lines += ["", f"## Whole sampling run ({result['config']['steps']} steps, s)", "",
-              "| batch | " + " | ".join(_COLS) + " |", "|---" * (len(_COLS) + 1) + "|"]  # fmt: skip
-    for batch, row in result["sampling_s"].items():
-        lines.append(f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in _COLS) + " |")
+    steps = result["config"]["steps"]
+    lines += ["## UNet forward (ms, median)", "", *_table(result["forward_ms"]), "",
+              f"## Whole sampling run ({steps} steps, s)", "", *_table(result["sampling_s"])]  # fmt: skip
     lines += ["", f"PSNR of the ORT samples against the PyTorch quantized samples: {result['psnr_vs_torch']}", ""]
     lines += ["## Sizes (bytes)", "", "| " + " | ".join(result["sizes"]) + " |", "|---" * len(result["sizes"]) + "|",
               "| " + " | ".join(str(v) for v in result["sizes"].values()) + " |", ""]  # fmt: skip
     for name, rows in result["profiles"].items():
-        from .profile import OpTime
-
         lines += [f"## Per-operator profile: {name} (one forward, largest batch)", "",
                   format_profile([OpTime(**r) for r in rows]), ""]  # fmt: skip
     return "\n".join(lines)
 
 
 _COLS = ("int8", "int8_exact", "fp32", "torch_fp32")
+
+
+def _table(rows: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown lines: one row per batch size, one column per runner."""
+    head = ["| batch | " + " | ".join(_COLS) + " |", "|---" * (len(_COLS) + 1) + "|"]
+    return head + [f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in _COLS) + " |" for batch, row in rows.items()]

@@ -66,3 +66,11 @@ def resolve_device(name: str | None = None, state: Any = None) -> torch.device:
     if state is not None:
         return state.device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_isa() -> dict[str, bool]:
+    """Which int8-relevant x86 extensions the CPU reports (Linux ``/proc/cpuinfo``; all False elsewhere)."""
+    path = Path("/proc/cpuinfo")
+    text = path.read_text() if path.exists() else ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {k: k in flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
