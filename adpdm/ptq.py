@@ -34,7 +34,7 @@ from torch import nn
 
 from . import __version__
 from .calib import timesteps as ts
-from .calib.data import CalibrationSet, describe, record_trajectories
+from .calib.data import CalibrationSet, concat, describe, record_trajectories
 from .config import QuantConfig
 from .context import step_context
 from .methods import MethodSpec, get_method
@@ -46,6 +46,9 @@ from .sampling import SamplerConfig
 from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
 
 logger = logging.getLogger(__name__)
+
+
+RANGE_STEPS = ("selected", "all")
 
 
 @dataclass
@@ -60,6 +63,10 @@ class CalibConfig:
         signature_samples: trajectories used for SRM signatures and per-step risks.
         srm_gamma: weight of the MMD term in SRM.
         seed: seed of step selection strategies that draw at random.
+        range_steps: which steps initialise the activation ranges of a model with several timestep
+            groups: "selected" (the calibration steps only) or "all" (also every step of the first
+            ``signature_samples`` trajectories, so each group's range covers all the steps it serves,
+            method.md section 2). Methods with one group always use the selected steps.
     """
 
     num_samples: int = 32
@@ -69,6 +76,7 @@ class CalibConfig:
     signature_samples: int = 8
     srm_gamma: float = 1.0
     seed: int = 0
+    range_steps: str = "selected"
 
     def __post_init__(self) -> None:
         if isinstance(self.sampler, dict):
@@ -82,6 +90,8 @@ class CalibConfig:
             raise ValueError(f"CalibConfig.timesteps must be one of {ts.STRATEGIES}, got {self.timesteps!r}")
         if self.signature_samples < 1:
             raise ValueError(f"CalibConfig.signature_samples must be >= 1, got {self.signature_samples}")
+        if self.range_steps not in RANGE_STEPS:
+            raise ValueError(f"CalibConfig.range_steps must be one of {RANGE_STEPS}, got {self.range_steps!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -272,7 +282,10 @@ def run_ptq(
         )
     steps, selection = _select_steps(strategy, unet, data, calib_cfg, batch, device)
     chosen = data.select_steps(steps)
-    _observe(unet, chosen, batch, device)
+    observed = chosen
+    if cfg.groups > 1 and calib_cfg.range_steps == "all":
+        observed = concat([data.subset(data.sample < calib_cfg.signature_samples), chosen])
+    _observe(unet, observed, batch, device)
     losses: list[dict] = []
     if spec.reconstruct:
         losses = _reconstruct(unet, chosen, recon_cfg, device, out_dir, resume, progress,

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import adpdm
+from adpdm.calib.data import CalibrationSet, record_trajectories
 from adpdm.embedded import load_embedded
 from adpdm.eval.metrics import psnr
 from adpdm.ptq import CalibConfig, run_ptq
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=64, help="samples compared (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="sampling noise seed (default 0)")
     parser.add_argument("--calib-seeds", default="1", help="comma-separated seeds of the calibration trajectories")
+    parser.add_argument("--calib", default="{}", help="JSON CalibConfig overrides (e.g. num_samples)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the JSON here")
     args = parser.parse_args()
@@ -62,12 +64,14 @@ def main() -> None:
     if model.num_classes is not None:
         sampler = dataclasses.replace(sampler, guidance_scale=2.0)
     fp = sample(unet, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw).images
+    held_out = record_trajectories(unet, model.scheduler_config, 16, sampler, progress=False, **kw)
+    fp_out = _denoise(unet, held_out, args.device)
     rows = []
     runs = [(int(c), p, m, v) for c in args.calib_seeds.split(",") for p in args.presets.split(",")
             for m in args.methods.split(",") for v in variants]  # fmt: skip
     for calib_seed, preset, method, name in runs:
         overrides = variants[name]
-        calib = CalibConfig(num_samples=16, calib_steps=6, signature_samples=4,
+        calib = CalibConfig(**{"num_samples": 16, "calib_steps": 6, "signature_samples": 4, **json.loads(args.calib)},
                             sampler=dataclasses.replace(sampler, seed=calib_seed))  # fmt: skip
         start = time.perf_counter()
         recon = ReconConfig(**{"iters": args.iters, **overrides})
@@ -77,13 +81,37 @@ def main() -> None:
         out = sample(q, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw)
         seconds = time.perf_counter() - start
         value = float(psnr(out.images, fp).mean())
+        step_err = _step_error(_denoise(q, held_out, args.device), fp_out, held_out)
         rows.append({"method": method, "preset": preset, "variant": name, "calib_seed": calib_seed,
-                     "recon": recon.to_dict(), "psnr": value, "seconds": seconds})  # fmt: skip
-        logger.warning("calib seed %d %s %s %s: PSNR %.2f dB (%.0fs)", calib_seed, method, preset, name,
-                       rows[-1]["psnr"], rows[-1]["seconds"])  # fmt: skip
+                     "recon": recon.to_dict(), "calib": calib.to_dict(), "psnr": value, "step_error": step_err,
+                     "seconds": seconds})  # fmt: skip
+        logger.warning("calib seed %d %s %s %s: PSNR %.2f dB, mean step error %.4f (%.0fs)", calib_seed, method,
+                       preset, name, value, sum(step_err) / len(step_err), seconds)  # fmt: skip
+        logger.warning("  step errors %s", " ".join(f"{e:.3f}" for e in step_err))
         if args.out:
             _write(args, rows)
     _write(args, rows)
+
+
+@torch.no_grad()
+def _denoise(unet: torch.nn.Module, data: CalibrationSet, device: str) -> torch.Tensor:
+    """The denoiser's output on every recorded FP input (teacher forcing: no error accumulates)."""
+    outs = []
+    for rows in data.batches(64):
+        x, t, step, cond = data.model_inputs(rows, device)
+        with adpdm.step_context(step.to(device)):
+            outs.append(unet(x, t, **cond).sample.float().cpu())
+    return torch.cat(outs)
+
+
+def _step_error(out: torch.Tensor, ref: torch.Tensor, data: CalibrationSet) -> list[float]:
+    """Relative squared error ||out - ref||^2 / ||ref||^2 of every sampling step, on held-out trajectories."""
+    err = (out - ref).flatten(1).pow(2).sum(1)
+    norm = ref.flatten(1).pow(2).sum(1)
+    k = data.num_steps
+    num = torch.zeros(k).index_add_(0, data.step, err)
+    den = torch.zeros(k).index_add_(0, data.step, norm)
+    return (num / den.clamp_min(1e-12)).tolist()
 
 
 def _write(args: argparse.Namespace, rows: list[dict]) -> None:

@@ -43,25 +43,36 @@ def _raw(tensor: onnx.TensorProto) -> bytes:
 
 
 def save_shared(
-    models: Sequence[onnx.ModelProto], paths: Sequence[Path], weights_name: str, min_bytes: int = 256
+    models: Sequence[onnx.ModelProto],
+    paths: Sequence[Path],
+    weights_name: str,
+    min_bytes: int = 1024,
+    min_shared_bytes: int = 128,
 ) -> SharedWeights:
-    """Save ``models`` to ``paths`` with every initializer of ``min_bytes`` or more in one shared file.
+    """Save ``models`` to ``paths`` with their larger initializers in one shared file.
 
-    The file ``weights_name`` is written once, next to the graphs (all ``paths`` must share a folder).
+    A payload goes to the file ``weights_name`` (written once, next to the graphs; all ``paths``
+    must share a folder) when it has ``min_bytes`` or more, or ``min_shared_bytes`` or more and
+    several graphs hold it. Smaller ones stay inline: an external reference costs about 70 bytes
+    of graph, more than a small tensor that only one graph holds.
     """
     folders = {Path(p).parent for p in paths}
     if len(folders) != 1:
         raise ValueError("the graphs sharing one weight file must be written to one folder")
     weights_path = folders.pop() / weights_name
+    holders: dict[bytes, int] = {}
+    for model in models:
+        for key in {hashlib.sha256(_raw(t)).digest() for t in model.graph.initializer}:
+            holders[key] = holders.get(key, 0) + 1
     offsets: dict[bytes, tuple[int, int]] = {}
     chunks: list[bytes] = []
     size = references = 0
     for model in models:
         for tensor in model.graph.initializer:
             raw = _raw(tensor)
-            if len(raw) < min_bytes:
-                continue
             key = hashlib.sha256(raw).digest()
+            if len(raw) < min_bytes and (len(raw) < min_shared_bytes or holders[key] < 2):
+                continue
             if key not in offsets:
                 pad = -size % ALIGN
                 chunks.append(b"\0" * pad + raw)

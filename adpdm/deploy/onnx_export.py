@@ -31,7 +31,7 @@ from ..quantize import get_config, quant_layers
 from .calibrate import CalibrationSpec, OutputQParams, record_output_ranges
 from .export_mode import configurations, export_mode, float_mode, int8_weight, resolve_format
 from .external import save_shared
-from .graph import compact_names, store_int8_weights
+from .graph import slim, store_int8_weights
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def export_onnx(
         stored = store_int8_weights(model, weights, PREFIX)
         if stored != len(weights):
             raise RuntimeError(f"only {stored} of {len(weights)} quantized layers were found in the exported graph")
-        models.append(compact_names(model))
+        models.append(slim(model))
         logger.info("graph %d/%d: %d nodes", g + 1, len(configs), len(model.graph.node))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ def export_float(unet: UNet2DModel, out_dir: str | Path) -> Path:
     The baseline for speed and size; :class:`adpdm.deploy.OnnxDenoiser` runs it like a quantized export.
     """
     with float_mode(unet):
-        model = compact_names(export_graph(unet.cpu().eval()))
+        model = slim(export_graph(unet.cpu().eval()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(out / "fp32.onnx"))

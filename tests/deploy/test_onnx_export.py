@@ -37,6 +37,16 @@ def _external_locations(path):
     }, model
 
 
+def _weight_codes(model):
+    """Names of the integer weight tensors: first inputs of a DequantizeLinear, of 2 or more dims."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return [
+        n.input[0]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) >= 2
+    ]
+
+
 def _q_scales(model):
     inits = {t.name: t for t in model.graph.initializer}
     consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"}
@@ -54,7 +64,8 @@ def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
     assert meta["step_to_graph"] == w8_groups.adpdm_partition.table.tolist()
     (ext0, m0), (ext1, m1) = (_external_locations(w8_export / g) for g in meta["graphs"])
     assert {e["location"] for e in [*ext0.values(), *ext1.values()]} == {"weights.bin"}
-    weights = [name for name in ext0 if name.endswith(".weight_q")]
+    weights = _weight_codes(m0)
+    assert weights == _weight_codes(m1) and set(weights) <= set(ext0)
     assert len(weights) > 10 and all(ext0[n] == ext1[n] for n in weights)  # same int8 codes, same offsets
     # each distinct payload is in the file once (int32 biases, of scale s_x * s_w, differ per group)
     chunks = {(int(e["offset"]), int(e["length"])) for e in [*ext0.values(), *ext1.values()]}
@@ -66,11 +77,16 @@ def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
     assert sorted(p.name for p in w8_export.iterdir()) == ["deploy.json", "graph_0.onnx", "graph_1.onnx", "weights.bin"]
     # the graphs differ in their activation scales only
     assert _q_scales(m0) != _q_scales(m1)
-    graph = onnx.load(str(w8_export / "graph_0.onnx")).graph
-    codes = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(".weight_q")]
+    model = onnx.load(str(w8_export / "graph_0.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    codes = [onnx.numpy_helper.to_array(inits[name]) for name in _weight_codes(model)]
     assert codes and all(c.dtype in (np.uint8, np.int8) for c in codes)
-    # nodes and intermediate values carry short names, not module paths (most of a graph's bytes)
-    assert all(len(n.name) <= 6 and all(len(x) <= 8 or x in ext0 for x in n.output) for n in graph.node)
+    # nodes, values and initializers carry short names, not module paths (most of a graph's bytes)
+    names = [n.name for n in model.graph.node] + [x for n in model.graph.node for x in n.output] + list(inits)
+    assert all(len(x) <= 8 for x in names if x != "eps")
+    # constants are initializers; the only shape read at run time is the batch size of the input
+    assert not any(n.op_type == "Constant" for n in model.graph.node)
+    assert [n.input[0] for n in model.graph.node if n.op_type == "Shape"] == ["sample"]
 
 
 def _cosines(unet, denoiser, steps=STEPS, scheduler=SCHEDULER, **labels):
@@ -188,3 +204,30 @@ def test_cuda_provider_runs_the_export(w8_groups, w8_export):
     assert denoiser.sessions[0].get_providers()[0] == "CUDAExecutionProvider"
     cos, _ = _cosines(w8_groups, denoiser)
     assert min(cos) > 0.99, cos
+
+
+def test_slim_keeps_the_function_and_the_dynamic_batch(w8_groups):
+    import onnxruntime as ort
+
+    from adpdm.deploy.export_mode import export_mode, int8_weight
+    from adpdm.deploy.graph import slim, store_int8_weights
+    from adpdm.deploy.onnx_export import PREFIX, export_graph
+    from adpdm.quantize import act_quantizers, quant_layers
+
+    weights = {name: int8_weight(layer) for name, layer in quant_layers(w8_groups)}
+    with export_mode(w8_groups, [0] * len(list(act_quantizers(w8_groups))), weights):
+        model = export_graph(w8_groups.cpu().eval())
+    store_int8_weights(model, weights, PREFIX)
+    small = slim(onnx.ModelProto.FromString(model.SerializeToString()))
+    assert len(small.SerializeToString()) < 0.7 * len(model.SerializeToString())
+    assert len(small.graph.node) < 0.8 * len(model.graph.node)
+    rng = np.random.default_rng(0)
+    for batch in (1, 3):  # the graphs were traced at batch 2
+        feed = {"sample": rng.standard_normal((batch, 1, 16, 16)).astype(np.float32),
+                "timestep": np.full((batch,), 420.0, np.float32)}  # fmt: skip
+        a, b = (
+            ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+            for m in (model, small)
+        )
+        assert a.shape == (batch, 1, 16, 16)
+        np.testing.assert_array_equal(a, b)
