@@ -107,6 +107,27 @@ def make_scheduler(scheduler_config: dict, cfg: SamplerConfig) -> DDIMScheduler 
     return scheduler
 
 
+def eps_sensitivity(scheduler_config: dict, cfg: SamplerConfig) -> torch.Tensor:
+    """(K,) how far an error in the denoiser's output at step k moves the sampler's next state.
+
+    The deterministic part of every update is linear in the denoiser output: ``x_{k+1} = a_k x_k
+    + b_k eps``; this returns ``|b_k|`` (finite difference of the scheduler's own step). For DDIM
+    on the embedded models it falls from about 0.6 at the first step to 0.01 at the last one,
+    where an error in eps barely changes the sample.
+    """
+    scheduler = make_scheduler(scheduler_config, cfg)
+    delta, zero = 1e-3, torch.zeros(1, dtype=torch.float64)
+    moved = torch.full((1,), delta, dtype=torch.float64)
+    out = []
+    for t in scheduler.timesteps:
+        if cfg.scheduler == "ddim":
+            a, b = (scheduler.step(e, t, zero, eta=cfg.eta, variance_noise=zero).prev_sample for e in (moved, zero))
+        else:
+            a, b = (ddpm_step(scheduler, e, t, zero, zero) for e in (moved, zero))
+        out.append(abs(float(a - b)) / delta)
+    return torch.tensor(out)
+
+
 def _keyed_normal(shape: Sequence[int], seed: int, key: Sequence[int]) -> torch.Tensor:
     """A standard normal float32 CPU tensor that depends only on ``(seed, *key)``."""
     state = np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0]

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -6,6 +7,7 @@ from conftest import make_unet
 from diffusers import DDPMScheduler
 
 import adpdm
+import adpdm.ptq as ptq
 from adpdm.methods import METHODS, get_method
 from adpdm.ptq import CalibConfig, run_ptq
 from adpdm.recon import reconstruct as recon_module
@@ -20,6 +22,9 @@ def _cfgs(steps=2):
     sampler = SamplerConfig(num_steps=K, batch_size=4)
     calib = CalibConfig(num_samples=3, calib_steps=steps, sampler=sampler, signature_samples=2)
     return calib, ReconConfig(iters=4, batch_size=4, capture_batch=8)
+
+
+UNET = make_unet()
 
 
 def _copy(unet):
@@ -70,6 +75,33 @@ def test_adpdm_reports_srm_selection_and_partition():
     assert len(table) == K and set(table) <= {0, 1}
 
 
+def test_trajectory_risk_weights_steps_by_the_sampler_and_ranges_cover_all_steps(monkeypatch):
+    """srm_risk="trajectory" scales each step's risk by eps_sensitivity^2; range_steps="all" observes every step."""
+    risks, observed = [], []
+    real_select, real_observe = ptq.ts.srm_select, ptq._observe
+
+    def select(features, risk, n, gamma):
+        risks.append(risk)
+        return real_select(features, risk, n, gamma)
+
+    def observe(model, data, batch, device):
+        observed.append(sorted(set(data.step.tolist())))
+        return real_observe(model, data, batch, device)
+
+    monkeypatch.setattr(ptq.ts, "srm_select", select)
+    monkeypatch.setattr(ptq, "_observe", observe)
+    calib, recon = _cfgs(steps=2)
+    qcfg = adpdm.QuantConfig.preset("w4a8", num_steps=K)
+    for risk, ranges in (("output", "selected"), ("trajectory", "all")):
+        cfg = dataclasses.replace(calib, srm_risk=risk, range_steps=ranges)
+        run_ptq(_copy(UNET), SCHED, "adpdm", qcfg, cfg, recon, groups=2, progress=False)
+    sens = ptq.eps_sensitivity(SCHED, calib.sampler)
+    torch.testing.assert_close(risks[1], risks[0] * sens.to(risks[0]).pow(2))
+    # SRM signatures see every step; the ranges then the selected steps only, or every step
+    assert observed[0] == observed[2] == list(range(K))
+    assert len(observed[1]) == 2 and observed[3] == list(range(K))
+
+
 def test_reconstruction_lowers_the_block_error():
     unet = make_unet()
     calib, _ = _cfgs(steps=4)
@@ -113,6 +145,10 @@ def test_bad_arguments_fail_before_work():
         run_ptq(make_unet(), SCHED, "adpdm", adpdm.QuantConfig.preset("w8a8", num_steps=K + 1), calib, recon)
     with pytest.raises(ValueError, match="calib_steps"):
         CalibConfig(calib_steps=0)
+    with pytest.raises(ValueError, match="srm_risk"):
+        CalibConfig(srm_risk="loss")
+    with pytest.raises(ValueError, match="range_steps"):
+        CalibConfig(range_steps="some")
     with pytest.raises(ValueError, match="ReconConfig.iters"):
         ReconConfig(iters=0)
     with pytest.raises(ValueError, match="resume"):

@@ -16,6 +16,7 @@ from adpdm.cli.main import main
 from adpdm.sampling import (
     SamplerConfig,
     ddpm_step,
+    eps_sensitivity,
     initial_noise,
     make_grid,
     make_scheduler,
@@ -110,6 +111,22 @@ def test_ddpm_step_matches_diffusers(scheduler_config, options):
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
         expected = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(1)).prev_sample
         torch.testing.assert_close(ddpm_step(scheduler, eps, t, x, noise), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+def test_eps_sensitivity_is_the_coefficient_of_eps_in_each_update(scheduler_config, name):
+    cfg = SamplerConfig(scheduler=name, num_steps=10)
+    sens = eps_sensitivity(scheduler_config, cfg)
+    scheduler = make_scheduler(scheduler_config, cfg)
+    alphas = scheduler.alphas_cumprod.double()
+    assert sens.shape == (10,)
+    if name == "ddim":  # x' = sqrt(a') x0 + sqrt(1 - a') eps, x0 = (x - sqrt(1 - a) eps) / sqrt(a)
+        for k, t in enumerate(scheduler.timesteps.tolist()):
+            a, a_prev = alphas[t], alphas[t - 100] if t >= 100 else scheduler.final_alpha_cumprod.double()
+            expected = abs((1 - a_prev).sqrt() - a_prev.sqrt() * (1 - a).sqrt() / a.sqrt())
+            assert sens[k] == pytest.approx(float(expected), rel=1e-4)
+    # an output error matters far less at the last (least noisy) step than at the first
+    assert sens[-1] < 0.1 * sens[0]
 
 
 def test_step_context_is_set_on_every_call(unet, scheduler_config):
