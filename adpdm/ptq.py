@@ -39,6 +39,7 @@ from .config import QuantConfig
 from .context import step_context
 from .methods import MethodSpec, get_method
 from .models.units import find_units
+from .nn.act_quant import ActQuantizer
 from .quantize import act_quantizers, calibrate, freeze, partitions, quant_layers, quantization_disabled, quantize_model
 from .recon.capture import execution_order
 from .recon.reconstruct import ReconConfig, UnitLoss, reconstruct
@@ -72,7 +73,9 @@ class CalibConfig:
         range_steps: which steps initialise the activation ranges of a model with several timestep
             groups: "selected" (the calibration steps only) or "all" (also every step of the first
             ``signature_samples`` trajectories, so each group's range covers all the steps it serves,
-            method.md section 2). Methods with one group always use the selected steps.
+            method.md section 2; after the search, the steps outside the calibration set then take
+            the group that quantizes their activations best instead of the nearest calibrated
+            step's). Methods with one group always use the selected steps.
     """
 
     num_samples: int = 32
@@ -181,15 +184,47 @@ def _select_steps(
     return steps, {"steps": steps}
 
 
-def _fill_unobserved(model: nn.Module, steps: list[int]) -> None:
-    """Steps outside the calibration set take the group of the nearest calibrated step."""
+@torch.no_grad()
+def _fill_unobserved(model: nn.Module, steps: list[int]) -> dict[int, str]:
+    """Give each step outside the calibration set a group (their alpha rows receive no gradient).
+
+    Where the step's activations were observed (``CalibConfig.range_steps="all"``): the group
+    whose quantizers reproduce them best, i.e. the least sum over the partition's quantizers of
+    the quantization error relative to the step's variance. Otherwise: the group of the nearest
+    calibrated step. Returns the rule used per step.
+    """
     observed = torch.tensor(sorted(steps))
-    for p in partitions(model) or [q.partition for _, q in act_quantizers(model)]:
+    users: dict[int, list[ActQuantizer]] = {}
+    shared = partitions(model)
+    for _, q in act_quantizers(model):
+        users.setdefault(id(shared[0]) if len(shared) == 1 else id(q.partition), []).append(q)
+    rules: dict[int, str] = {}
+    for p in shared if len(shared) == 1 else [q.partition for _, q in act_quantizers(model)]:
         if p.groups == 1:
             continue
         k = torch.arange(p.num_steps)
-        nearest = observed[(k[:, None] - observed[None, :]).abs().argmin(dim=1)]
-        p.table.copy_(p.table[nearest])
+        nearest = p.table[observed[(k[:, None] - observed[None, :]).abs().argmin(dim=1)].to(p.table.device)]
+        table = p.table.clone()
+        for step in sorted(set(range(p.num_steps)) - set(steps)):
+            err = _group_errors(users[id(p)], step, p.groups)
+            table[step] = int(err.argmin()) if err is not None else nearest[step]
+            rules[step] = "least error" if err is not None else "nearest"
+        p.table.copy_(table)
+    return rules
+
+
+def _group_errors(quantizers: list[ActQuantizer], step: int, groups: int) -> torch.Tensor | None:
+    """(G,) sum over ``quantizers`` of each group's relative quantization error on step ``step``'s values."""
+    err = torch.zeros(groups, dtype=torch.float64)
+    for q in quantizers:
+        values = q.stats.values(step)
+        if values is None or values.numel() < 2:
+            return None
+        var = values.double().var().clamp_min(1e-12)
+        for g in range(groups):
+            out = q._hard(values, torch.tensor([g], device=values.device))
+            err[g] += float((out - values).double().pow(2).mean() / var)
+    return err
 
 
 def _partition_report(model: nn.Module) -> list[int] | dict[str, list[int]]:
@@ -311,7 +346,7 @@ def run_ptq(
                               _fingerprint(spec, cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(),
                                            unet.to_json_string()))  # fmt: skip
     if spec.search and cfg.groups > 1:
-        _fill_unobserved(unet, steps)
+        selection["unobserved_steps"] = _fill_unobserved(unet, steps)
     freeze(unet)
     seconds = time.perf_counter() - start
     report = {

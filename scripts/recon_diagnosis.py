@@ -76,18 +76,21 @@ def main() -> None:
         start = time.perf_counter()
         recon = ReconConfig(**{"iters": args.iters, **overrides})
         qcfg = adpdm.QuantConfig.preset(preset, num_steps=k)
-        q = run_ptq(copy.deepcopy(unet), model.scheduler_config, method, qcfg, calib, recon, progress=False,
-                    device=args.device, **kw).model  # fmt: skip
+        res = run_ptq(copy.deepcopy(unet), model.scheduler_config, method, qcfg, calib, recon, progress=False,
+                      device=args.device, **kw)  # fmt: skip
+        q = res.model
         out = sample(q, model.scheduler_config, args.num, sampler, progress=False, device=args.device, **kw)
         seconds = time.perf_counter() - start
         value = float(psnr(out.images, fp).mean())
         step_err = _step_error(_denoise(q, held_out, args.device), fp_out, held_out)
         rows.append({"method": method, "preset": preset, "variant": name, "calib_seed": calib_seed,
                      "recon": recon.to_dict(), "calib": calib.to_dict(), "psnr": value, "step_error": step_err,
+                     "selected_steps": res.report["selected_steps"], "partition": res.report["partition"],
                      "seconds": seconds})  # fmt: skip
         logger.warning("calib seed %d %s %s %s: PSNR %.2f dB, mean step error %.4f (%.0fs)", calib_seed, method,
                        preset, name, value, sum(step_err) / len(step_err), seconds)  # fmt: skip
         logger.warning("  step errors %s", " ".join(f"{e:.3f}" for e in step_err))
+        logger.warning("  steps %s, partition %s", res.report["selected_steps"], res.report["partition"])
         if args.out:
             _write(args, rows)
     _write(args, rows)
@@ -114,11 +117,36 @@ def _step_error(out: torch.Tensor, ref: torch.Tensor, data: CalibrationSet) -> l
     return (num / den.clamp_min(1e-12)).tolist()
 
 
+def summary(rows: list[dict]) -> list[dict]:
+    """Mean, standard deviation, min and max of the PSNR over calibration seeds, per method, preset and variant."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["preset"], r["variant"]), []).append(r["psnr"])
+    out = []
+    for (method, preset, variant), values in groups.items():
+        v = torch.tensor(values, dtype=torch.float64)
+        std = float(v.std()) if len(values) > 1 else 0.0
+        out.append({"method": method, "preset": preset, "variant": variant, "seeds": len(values),
+                    "psnr_mean": float(v.mean()), "psnr_std": std, "psnr_min": float(v.min()),
+                    "psnr_max": float(v.max())})  # fmt: skip
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The summary as a markdown table."""
+    lines = ["| preset | method | variant | seeds | PSNR mean ± std (dB) | min-max |", "|---|---|---|---|---|---|"]
+    for s in sorted(summary(rows), key=lambda s: (s["preset"], -s["psnr_mean"])):
+        spread = f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f} | {s['psnr_min']:.2f}-{s['psnr_max']:.2f}"
+        lines.append(f"| {s['preset']} | {s['method']} | {s['variant']} | {s['seeds']} | {spread} |")
+    return "\n".join(lines)
+
+
 def _write(args: argparse.Namespace, rows: list[dict]) -> None:
     text = json.dumps({"model": args.model, "num_samples": args.num, "seed": args.seed, "rows": rows,
-                       "machine": machine_description()}, indent=1)  # fmt: skip
+                       "summary": summary(rows), "machine": machine_description()}, indent=1)  # fmt: skip
     if args.out:
         Path(args.out).write_text(text)
+        Path(args.out).with_suffix(".md").write_text(markdown(rows) + "\n")
     else:
         print(text)
 

@@ -153,3 +153,27 @@ def test_bad_arguments_fail_before_work():
         ReconConfig(iters=0)
     with pytest.raises(ValueError, match="resume"):
         run_ptq(make_unet(), SCHED, "rtn", adpdm.QuantConfig.preset("w8a8", num_steps=K), calib, recon, resume=True)
+
+
+def test_unobserved_steps_take_the_group_that_quantizes_them_best():
+    """With every step observed, a step outside the calibration set goes to its best-fitting group."""
+    from adpdm.context import step_context
+    from adpdm.nn.act_quant import ActQuantizer
+    from adpdm.nn.partition import StepPartition
+    from adpdm.state import QuantState
+
+    part = StepPartition(6, 2)  # contiguous: steps 0-2 -> group 0, 3-5 -> group 1
+    q = ActQuantizer(4, False, part, own_partition=True)
+    q.state = QuantState.CALIBRATING
+    for k in range(6):
+        with step_context(k):
+            q(torch.rand(8, 32) * (10 if k in (3, 5) else 1))  # step 4 is small like steps 0-2
+    q.init_ranges()
+    model = torch.nn.Sequential(q)
+    rules = ptq._fill_unobserved(model, steps=[0, 5])
+    assert rules == {1: "least error", 2: "least error", 3: "least error", 4: "least error"}
+    assert part.table.tolist() == [0, 0, 0, 1, 0, 1]  # step 4 joins the small-range group, not its neighbours'
+    q.stats.clear()  # nothing observed: the nearest calibrated step's group
+    part.set_table(torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert set(ptq._fill_unobserved(model, steps=[0, 5]).values()) == {"nearest"}
+    assert part.table.tolist() == [0, 0, 0, 1, 1, 1]

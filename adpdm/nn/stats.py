@@ -30,6 +30,11 @@ class StepStatistics:
     def observed(self) -> bool:
         return bool(self._slots)
 
+    def values(self, step: int) -> torch.Tensor | None:
+        """The kept sample of step ``step``'s values, or ``None`` if that step was not observed."""
+        slot = self._slots.get(step)
+        return None if slot is None else slot["values"]
+
     def observe(self, x: torch.Tensor, step: StepIndex | None) -> None:
         """Record ``x`` under its step (per sample when ``step`` is a tensor)."""
         if step is None:
