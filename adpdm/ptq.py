@@ -342,7 +342,11 @@ def run_ptq(
     _observe(unet, observed, batch, device)
     losses: list[dict] = []
     if spec.reconstruct:
-        losses = _reconstruct(unet, chosen, recon_cfg, device, out_dir, resume, progress,
+        weights = None
+        if recon_cfg.step_weighting == "sampler":
+            sens = eps_sensitivity(scheduler_config, calib_cfg.sampler).pow(2)[chosen.step].float()
+            weights = sens / sens.mean()
+        losses = _reconstruct(unet, chosen, recon_cfg, device, out_dir, resume, progress, weights,
                               _fingerprint(spec, cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(),
                                            unet.to_json_string()))  # fmt: skip
     if spec.search and cfg.groups > 1:
@@ -381,6 +385,7 @@ def _reconstruct(
     out_dir: str | Path | None,
     resume: bool,
     progress: bool,
+    weights: torch.Tensor | None,
     fingerprint: str,
 ) -> list[dict]:
     units = execution_order(unet, find_units(unet), chosen, device)
@@ -395,7 +400,8 @@ def _reconstruct(
         if ckpt is not None:
             ckpt.save(unet, i + 1, losses)
 
-    reconstruct(unet, units, chosen, cfg, device, start_unit=start, on_unit_done=done, progress=progress)
+    reconstruct(unet, units, chosen, cfg, device, start_unit=start, on_unit_done=done, progress=progress,
+                row_weights=weights)  # fmt: skip
     if ckpt is not None:
         ckpt.clear()
     return losses

@@ -28,7 +28,7 @@ from adpdm.embedded import load_embedded
 from adpdm.eval.metrics import psnr
 from adpdm.ptq import CalibConfig, run_ptq
 from adpdm.recon.reconstruct import ReconConfig
-from adpdm.sampling import SamplerConfig, sample
+from adpdm.sampling import SamplerConfig, eps_sensitivity, sample
 from adpdm.utils.resources import machine_description
 
 logger = logging.getLogger("recon_diagnosis")
@@ -53,7 +53,11 @@ def main() -> None:
     parser.add_argument("--calib", default="{}", help="JSON CalibConfig overrides (e.g. num_samples)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the JSON here")
+    parser.add_argument("--report", help="only re-render the summary of this results JSON")
     args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
     logging.basicConfig(level=logging.WARNING)
     variants = json.loads(args.variants) if args.variants else PARTS
     k = 20
@@ -117,38 +121,83 @@ def _step_error(out: torch.Tensor, ref: torch.Tensor, data: CalibrationSet) -> l
     return (num / den.clamp_min(1e-12)).tolist()
 
 
-def summary(rows: list[dict]) -> list[dict]:
-    """Mean, standard deviation, min and max of the PSNR over calibration seeds, per method, preset and variant."""
-    groups: dict[tuple, list[float]] = {}
+def trajectory_error(step_error: list[float], sens: torch.Tensor) -> float:
+    """sum_k b_k^2 e_k: each step's relative output error weighted by how far it moves the sampler's next state."""
+    return float((torch.tensor(step_error, dtype=torch.float64) * sens.double().pow(2)).sum())
+
+
+def summary(rows: list[dict], sens: torch.Tensor | None = None) -> list[dict]:
+    """PSNR mean, standard deviation, min and max over calibration seeds per method, preset and variant;
+    with ``sens`` (:func:`adpdm.sampling.eps_sensitivity`) also the mean step and trajectory errors."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["preset"], r["variant"]), []).append(r["psnr"])
+        groups.setdefault((r["method"], r["preset"], r["variant"]), []).append(r)
     out = []
-    for (method, preset, variant), values in groups.items():
-        v = torch.tensor(values, dtype=torch.float64)
-        std = float(v.std()) if len(values) > 1 else 0.0
-        out.append({"method": method, "preset": preset, "variant": variant, "seeds": len(values),
-                    "psnr_mean": float(v.mean()), "psnr_std": std, "psnr_min": float(v.min()),
-                    "psnr_max": float(v.max())})  # fmt: skip
+    for (method, preset, variant), runs in groups.items():
+        v = torch.tensor([r["psnr"] for r in runs], dtype=torch.float64)
+        std = float(v.std()) if len(runs) > 1 else 0.0
+        row = {"method": method, "preset": preset, "variant": variant, "seeds": len(runs), "psnr_mean": float(v.mean()),
+               "psnr_std": std, "psnr_min": float(v.min()), "psnr_max": float(v.max())}  # fmt: skip
+        if sens is not None and all("step_error" in r for r in runs):
+            row["step_error_mean"] = sum(sum(r["step_error"]) / len(r["step_error"]) for r in runs) / len(runs)
+            row["trajectory_error_mean"] = sum(trajectory_error(r["step_error"], sens) for r in runs) / len(runs)
+        out.append(row)
     return out
 
 
-def markdown(rows: list[dict]) -> str:
-    """The summary as a markdown table."""
-    lines = ["| preset | method | variant | seeds | PSNR mean ± std (dB) | min-max |", "|---|---|---|---|---|---|"]
-    for s in sorted(summary(rows), key=lambda s: (s["preset"], -s["psnr_mean"])):
+def _spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = (torch.tensor(x, dtype=torch.float64).argsort().argsort().double() for x in (a, b))
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def markdown(rows: list[dict], sens: torch.Tensor | None = None) -> str:
+    """The summary as a markdown table, and how well each error measure ranks the runs' PSNR."""
+    errors = sens is not None and all("step_error" in r for r in rows)
+    head = "| preset | method | variant | seeds | PSNR mean ± std (dB) | min-max |"
+    lines = [head + (" mean step error | trajectory error |" if errors else ""), "|---" * (8 if errors else 6) + "|"]
+    for s in sorted(summary(rows, sens), key=lambda s: (s["preset"], -s["psnr_mean"])):
         spread = f"{s['psnr_mean']:.2f} ± {s['psnr_std']:.2f} | {s['psnr_min']:.2f}-{s['psnr_max']:.2f}"
-        lines.append(f"| {s['preset']} | {s['method']} | {s['variant']} | {s['seeds']} | {spread} |")
+        line = f"| {s['preset']} | {s['method']} | {s['variant']} | {s['seeds']} | {spread} |"
+        if errors:
+            line += f" {s['step_error_mean']:.4f} | {s['trajectory_error_mean']:.5f} |"
+        lines.append(line)
+    if errors:
+        lines += ["", "Spearman correlation of the runs' PSNR with their error, per preset (negative: a lower "
+                  "error ranks with a higher PSNR):", ""]  # fmt: skip
+        for preset in sorted({r["preset"] for r in rows}):
+            runs = [r for r in rows if r["preset"] == preset and r["method"] not in ("rtn",)]
+            psnr = [r["psnr"] for r in runs]
+            mean = [sum(r["step_error"]) / len(r["step_error"]) for r in runs]
+            traj = [trajectory_error(r["step_error"], sens) for r in runs]
+            lines.append(f"- {preset} ({len(runs)} runs, rtn left out): mean step error {_spearman(psnr, mean):+.2f}, "
+                         f"trajectory error {_spearman(psnr, traj):+.2f}")  # fmt: skip
     return "\n".join(lines)
 
 
+def sensitivity(model_name: str, steps: int) -> torch.Tensor:
+    """:func:`eps_sensitivity` of the embedded model's DDIM sampler with ``steps`` steps."""
+    return eps_sensitivity(load_embedded(model_name).scheduler_config, SamplerConfig(num_steps=steps))
+
+
 def _write(args: argparse.Namespace, rows: list[dict]) -> None:
+    sens = sensitivity(args.model, len(rows[0]["step_error"])) if rows else None
     text = json.dumps({"model": args.model, "num_samples": args.num, "seed": args.seed, "rows": rows,
-                       "summary": summary(rows), "machine": machine_description()}, indent=1)  # fmt: skip
+                       "summary": summary(rows, sens), "machine": machine_description()}, indent=1)  # fmt: skip
     if args.out:
         Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".md").write_text(markdown(rows) + "\n")
+        Path(args.out).with_suffix(".md").write_text(markdown(rows, sens) + "\n")
     else:
         print(text)
+
+
+def report(path: str) -> None:
+    """Re-render ``path``'s summary and markdown (next to it) from its rows."""
+    data = json.loads(Path(path).read_text())
+    sens = sensitivity(data["model"], len(data["rows"][0]["step_error"]))
+    data["summary"] = summary(data["rows"], sens)
+    Path(path).write_text(json.dumps(data, indent=1))
+    text = f"# `{data['model']}`: {data['num_samples']} samples, noise seed {data['seed']}\n\n"
+    Path(path).with_suffix(".md").write_text(text + markdown(data["rows"], sens) + "\n")
 
 
 if __name__ == "__main__":

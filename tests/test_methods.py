@@ -177,3 +177,28 @@ def test_unobserved_steps_take_the_group_that_quantizes_them_best():
     part.set_table(torch.tensor([0, 0, 0, 1, 1, 1]))
     assert set(ptq._fill_unobserved(model, steps=[0, 5]).values()) == {"nearest"}
     assert part.table.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_sampler_step_weighting_weights_rows_by_their_step(monkeypatch):
+    out, target = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    loss = recon_module._rec_loss
+    torch.testing.assert_close(loss(out, target, torch.ones(3)), loss(out, target))
+    torch.testing.assert_close(loss(out, target, torch.tensor([3.0, 0.0, 0.0])), loss(out[:1], target[:1]))
+    with pytest.raises(ValueError, match="step_weighting"):
+        ReconConfig(step_weighting="loss")
+    seen = []
+    real = ptq._reconstruct
+
+    def spy(*args):
+        seen.append(args[7])  # the row weights
+        return real(*args)
+
+    monkeypatch.setattr(ptq, "_reconstruct", spy)
+    calib, recon = _cfgs(steps=2)
+    res = run_ptq(_copy(UNET), SCHED, "qdiffusion", adpdm.QuantConfig.preset("w8a8", num_steps=K), calib,
+                  dataclasses.replace(recon, step_weighting="sampler"), progress=False)  # fmt: skip
+    sens = ptq.eps_sensitivity(SCHED, calib.sampler).pow(2)
+    steps = res.report["selected_steps"]
+    weights = seen[0]
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights.max() / weights.min() == pytest.approx(float(sens[steps].max() / sens[steps].min()), rel=1e-4)

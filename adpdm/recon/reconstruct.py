@@ -37,6 +37,9 @@ from .capture import UnitInputs, capture_inputs, capture_outputs, unit_forward
 logger = logging.getLogger(__name__)
 
 
+STEP_WEIGHTINGS = ("uniform", "sampler")
+
+
 @dataclass
 class ReconConfig:
     """Reconstruction settings (defaults suit the embedded models on 2 CPU cores).
@@ -61,6 +64,10 @@ class ReconConfig:
         search_groups: run the differentiable step->group search.
         capture_batch: batch size of the capture forward passes.
         seed: seed of the row sampling (per unit: seed + unit index).
+        step_weighting: "uniform" (every calibration row counts alike, the papers' loss) or
+            "sampler": each row's error is weighted by ``b_k^2`` of its step k, how far an output
+            error at step k moves the sampler's next state (:func:`adpdm.sampling.eps_sensitivity`;
+            weights scaled to mean 1 over the calibration set).
     """
 
     iters: int = 200
@@ -77,8 +84,13 @@ class ReconConfig:
     search_groups: bool = False
     capture_batch: int = 64
     seed: int = 0
+    step_weighting: str = "uniform"
 
     def __post_init__(self) -> None:
+        if self.step_weighting not in STEP_WEIGHTINGS:
+            raise ValueError(
+                f"ReconConfig.step_weighting must be one of {STEP_WEIGHTINGS}, got {self.step_weighting!r}"
+            )
         for name in ("iters", "batch_size", "capture_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ReconConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -129,9 +141,12 @@ def _param_groups(
     return [g for g in groups if g["params"]]
 
 
-def _rec_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _rec_loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     diff = (out - target).pow(2)
-    return diff.sum(1).mean() if diff.dim() > 1 else diff.mean()
+    per = diff.sum(1) if diff.dim() > 1 else diff  # summed over channels, averaged over rows and positions
+    if weights is not None:
+        per = per * weights.reshape((-1,) + (1,) * (per.dim() - 1))
+    return per.mean()
 
 
 def reconstruct_unit(
@@ -142,8 +157,12 @@ def reconstruct_unit(
     cfg: ReconConfig,
     total_units: int,
     device: torch.device,
+    row_weights: torch.Tensor | None = None,
 ) -> UnitLoss:
-    """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization)."""
+    """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
+
+    ``row_weights`` (one per calibration row, mean 1) weight the rows' errors in the optimised loss;
+    the reported losses stay unweighted."""
     start = time.perf_counter()
     logger.debug("unit %d/%d %s: capturing inputs and targets", index + 1, total_units, unit.name)
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
@@ -165,7 +184,9 @@ def reconstruct_unit(
 
     rec_before = evaluate()
     if params:
-        _optimise(unit, inputs, target, steps, layers, quantizers, parts, params, cfg, index, total_units, rec_before)
+        weights = None if row_weights is None else row_weights.to(target.device, target.dtype)
+        _optimise(unit, inputs, target, steps, layers, quantizers, parts, params, cfg, index, total_units, rec_before,
+                  weights)  # fmt: skip
     if cfg.search_groups:
         for p in parts:
             p.table.copy_(p.alpha.detach().argmax(dim=1))
@@ -204,6 +225,7 @@ def _optimise(
     index: int,
     total_units: int,
     rec_scale: float,
+    weights: torch.Tensor | None = None,
 ) -> None:
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + index)
     opt = torch.optim.Adam(params)
@@ -218,7 +240,9 @@ def _optimise(
                 progress = (index * cfg.iters + it) / max(1, total_units * cfg.iters)
                 for p in parts:
                     p.tau = cosine_anneal(int(progress * 1000), 1000, cfg.tau_start, cfg.tau_end)
-                loss = _rec_loss(_forward(unit, inputs, rows, steps), target[rows])
+                loss = _rec_loss(
+                    _forward(unit, inputs, rows, steps), target[rows], None if weights is None else weights[rows]
+                )
                 beta = beta_at(it)
                 if cfg.learn_rounding and beta is not None:
                     loss = loss + cfg.rho * sum(lay.weight_quant.regularizer(beta) for lay in layers)
@@ -245,12 +269,13 @@ def reconstruct(
     start_unit: int = 0,
     on_unit_done: Callable[[int, UnitLoss], None] | None = None,
     progress: bool = True,
+    row_weights: torch.Tensor | None = None,
 ) -> list[UnitLoss]:
     """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints)."""
     losses = []
     bar = tqdm(total=len(units), initial=start_unit, desc="reconstruction", disable=not progress)
     for i in range(start_unit, len(units)):
-        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device)
+        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, row_weights)
         losses.append(loss)
         if on_unit_done is not None:
             on_unit_done(i, loss)
