@@ -40,10 +40,20 @@ from .context import step_context
 from .methods import MethodSpec, get_method
 from .models.units import find_units
 from .nn.act_quant import ActQuantizer
-from .quantize import act_quantizers, calibrate, freeze, partitions, quant_layers, quantization_disabled, quantize_model
+from .quantize import (
+    act_quantizers,
+    calibrate,
+    freeze,
+    partitions,
+    quant_layers,
+    quantization_disabled,
+    quantize_model,
+    set_state,
+)
 from .recon.capture import execution_order
 from .recon.reconstruct import ReconConfig, UnitLoss, reconstruct
 from .sampling import SamplerConfig, eps_sensitivity
+from .state import QuantState
 from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
 
 logger = logging.getLogger(__name__)
@@ -51,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 RANGE_STEPS = ("selected", "all")
 SRM_RISKS = ("output", "trajectory")
+UNOBSERVED = ("nearest", "least_error")
 
 
 @dataclass
@@ -76,6 +87,10 @@ class CalibConfig:
             method.md section 2; after the search, the steps outside the calibration set then take
             the group that quantizes their activations best instead of the nearest calibrated
             step's). Methods with one group always use the selected steps.
+        unobserved: how a searched partition assigns the steps outside the calibration set:
+            "nearest" (the nearest calibrated step's group) or "least_error" (the group that
+            quantizes the step's activations best, observed on the signature trajectories after
+            reconstruction; ranges are left as they are).
     """
 
     num_samples: int = 32
@@ -87,6 +102,7 @@ class CalibConfig:
     srm_risk: str = "output"
     seed: int = 0
     range_steps: str = "selected"
+    unobserved: str = "nearest"
 
     def __post_init__(self) -> None:
         if isinstance(self.sampler, dict):
@@ -102,6 +118,8 @@ class CalibConfig:
             raise ValueError(f"CalibConfig.signature_samples must be >= 1, got {self.signature_samples}")
         if self.srm_risk not in SRM_RISKS:
             raise ValueError(f"CalibConfig.srm_risk must be one of {SRM_RISKS}, got {self.srm_risk!r}")
+        if self.unobserved not in UNOBSERVED:
+            raise ValueError(f"CalibConfig.unobserved must be one of {UNOBSERVED}, got {self.unobserved!r}")
         if self.range_steps not in RANGE_STEPS:
             raise ValueError(f"CalibConfig.range_steps must be one of {RANGE_STEPS}, got {self.range_steps!r}")
 
@@ -185,10 +203,22 @@ def _select_steps(
 
 
 @torch.no_grad()
+def _observe_keeping_ranges(model: nn.Module, data: CalibrationSet, batch: int, device: torch.device) -> None:
+    """Fresh activation statistics of ``data`` (full precision, as in calibration); ranges stay as they are."""
+    for _, q in act_quantizers(model):
+        q.stats.clear()
+    set_state(model, QuantState.CALIBRATING)
+    try:
+        _forward_rows(model, data, batch, device)
+    finally:
+        set_state(model, QuantState.CALIBRATED)
+
+
+@torch.no_grad()
 def _fill_unobserved(model: nn.Module, steps: list[int]) -> dict[int, str]:
     """Give each step outside the calibration set a group (their alpha rows receive no gradient).
 
-    Where the step's activations were observed (``CalibConfig.range_steps="all"``): the group
+    Where the step's activations were observed (``range_steps="all"`` or ``unobserved="least_error"``): the group
     whose quantizers reproduce them best, i.e. the least sum over the partition's quantizers of
     the quantization error relative to the step's variance. Otherwise: the group of the nearest
     calibrated step. Returns the rule used per step.
@@ -350,6 +380,8 @@ def run_ptq(
                               _fingerprint(spec, cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(),
                                            unet.to_json_string()))  # fmt: skip
     if spec.search and cfg.groups > 1:
+        if calib_cfg.unobserved == "least_error":
+            _observe_keeping_ranges(unet, data.subset(data.sample < calib_cfg.signature_samples), batch, device)
         selection["unobserved_steps"] = _fill_unobserved(unet, steps)
     freeze(unet)
     seconds = time.perf_counter() - start

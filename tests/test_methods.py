@@ -149,6 +149,8 @@ def test_bad_arguments_fail_before_work():
         CalibConfig(srm_risk="loss")
     with pytest.raises(ValueError, match="range_steps"):
         CalibConfig(range_steps="some")
+    with pytest.raises(ValueError, match="unobserved"):
+        CalibConfig(unobserved="random")
     with pytest.raises(ValueError, match="ReconConfig.iters"):
         ReconConfig(iters=0)
     with pytest.raises(ValueError, match="resume"):
@@ -202,3 +204,23 @@ def test_sampler_step_weighting_weights_rows_by_their_step(monkeypatch):
     weights = seen[0]
     assert weights.mean().item() == pytest.approx(1.0)
     assert weights.max() / weights.min() == pytest.approx(float(sens[steps].max() / sens[steps].min()), rel=1e-4)
+
+
+def test_least_error_fill_observes_every_step_after_reconstruction_and_keeps_ranges(monkeypatch):
+    calib, recon = _cfgs(steps=2)
+    qcfg = adpdm.QuantConfig.preset("w4a8", num_steps=K)
+    scales = []
+    real = ptq._fill_unobserved
+
+    def spy(model, steps):
+        scales.append([q.scale.detach().clone() for _, q in adpdm.quantize.act_quantizers(model)])
+        return real(model, steps)
+
+    monkeypatch.setattr(ptq, "_fill_unobserved", spy)
+    res = run_ptq(_copy(UNET), SCHED, "adpdm", qcfg, dataclasses.replace(calib, unobserved="least_error"), recon,
+                  groups=2, progress=False)  # fmt: skip
+    rules = res.report["selection"]["unobserved_steps"]
+    assert sorted(int(k) for k in rules) == sorted(set(range(K)) - set(res.report["selected_steps"]))
+    assert set(rules.values()) == {"least error"}
+    frozen = [q.scale for _, q in adpdm.quantize.act_quantizers(res.model)]
+    assert all(torch.equal(a, b) for a, b in zip(scales[0], frozen, strict=True))  # re-observing kept the ranges
