@@ -40,6 +40,7 @@ from .context import step_context
 from .methods import MethodSpec, get_method
 from .models.units import find_units
 from .nn.act_quant import ActQuantizer
+from .nn.partition import StepPartition
 from .quantize import (
     act_quantizers,
     calibrate,
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 RANGE_STEPS = ("selected", "all")
 SRM_RISKS = ("output", "trajectory")
-UNOBSERVED = ("nearest", "least_error")
+UNOBSERVED = ("nearest", "least_error", "output_error")
 
 
 @dataclass
@@ -84,13 +85,12 @@ class CalibConfig:
         range_steps: which steps initialise the activation ranges of a model with several timestep
             groups: "selected" (the calibration steps only) or "all" (also every step of the first
             ``signature_samples`` trajectories, so each group's range covers all the steps it serves,
-            method.md section 2; after the search, the steps outside the calibration set then take
-            the group that quantizes their activations best instead of the nearest calibrated
-            step's). Methods with one group always use the selected steps.
+            method.md section 2). Methods with one group always use the selected steps.
         unobserved: how a searched partition assigns the steps outside the calibration set:
-            "nearest" (the nearest calibrated step's group) or "least_error" (the group that
+            "nearest" (the nearest calibrated step's group), "least_error" (the group that
             quantizes the step's activations best, observed on the signature trajectories after
-            reconstruction; ranges are left as they are).
+            reconstruction; ranges are left as they are) or "output_error" (the group with the
+            least output error of the quantized model at that step on those trajectories).
     """
 
     num_samples: int = 32
@@ -215,13 +215,15 @@ def _observe_keeping_ranges(model: nn.Module, data: CalibrationSet, batch: int, 
 
 
 @torch.no_grad()
-def _fill_unobserved(model: nn.Module, steps: list[int]) -> dict[int, str]:
+def _fill_unobserved(model: nn.Module, steps: list[int], rule: str = "nearest", **output: Any) -> dict[int, str]:
     """Give each step outside the calibration set a group (their alpha rows receive no gradient).
 
-    Where the step's activations were observed (``range_steps="all"`` or ``unobserved="least_error"``): the group
-    whose quantizers reproduce them best, i.e. the least sum over the partition's quantizers of
-    the quantization error relative to the step's variance. Otherwise: the group of the nearest
-    calibrated step. Returns the rule used per step.
+    ``rule`` (``CalibConfig.unobserved``): "nearest", the group of the nearest calibrated step;
+    "least_error", the group whose quantizers reproduce the step's observed activations best
+    (least sum over the partition's quantizers of the error relative to the step's variance;
+    nearest where a step was not observed); "output_error", the group with the least output
+    error of the whole quantized model at that step (shared partition only; ``output`` holds
+    ``data``, ``batch`` and ``device`` for :func:`_output_errors`). Returns the rule used per step.
     """
     observed = torch.tensor(sorted(steps))
     users: dict[int, list[ActQuantizer]] = {}
@@ -234,13 +236,38 @@ def _fill_unobserved(model: nn.Module, steps: list[int]) -> dict[int, str]:
             continue
         k = torch.arange(p.num_steps)
         nearest = p.table[observed[(k[:, None] - observed[None, :]).abs().argmin(dim=1)].to(p.table.device)]
-        table = p.table.clone()
-        for step in sorted(set(range(p.num_steps)) - set(steps)):
-            err = _group_errors(users[id(p)], step, p.groups)
-            table[step] = int(err.argmin()) if err is not None else nearest[step]
-            rules[step] = "least error" if err is not None else "nearest"
+        table = nearest.clone()
+        table[observed] = p.table[observed.to(p.table.device)]
         p.table.copy_(table)
+        for step in sorted(set(range(p.num_steps)) - set(steps)):
+            err = None
+            if rule == "least_error":
+                err = _group_errors(users[id(p)], step, p.groups)
+            elif rule == "output_error" and len(shared) == 1:
+                err = _output_errors(model, p, step, **output)
+            if err is not None:
+                p.table[step] = int(err.argmin())
+            rules[step] = rule.replace("_", " ") if err is not None else "nearest"
     return rules
+
+
+def _output_errors(
+    model: nn.Module, part: StepPartition, step: int, data: CalibrationSet, batch: int, device: torch.device
+) -> torch.Tensor | None:
+    """(G,) relative output error of the quantized model at ``step`` on ``data``'s rows, with each group."""
+    rows = data.subset(data.step == step)
+    if len(rows) == 0:
+        return None
+    with quantization_disabled(model):
+        ref = _forward_rows(model, rows, batch, device)
+    err = torch.zeros(part.groups, dtype=torch.float64)
+    keep = int(part.table[step])
+    for g in range(part.groups):
+        part.table[step] = g
+        out = _forward_rows(model, rows, batch, device)
+        err[g] = float((out - ref).double().pow(2).sum() / ref.double().pow(2).sum().clamp_min(1e-12))
+    part.table[step] = keep
+    return err
 
 
 def _group_errors(quantizers: list[ActQuantizer], step: int, groups: int) -> torch.Tensor | None:
@@ -380,9 +407,11 @@ def run_ptq(
                               _fingerprint(spec, cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(),
                                            unet.to_json_string()))  # fmt: skip
     if spec.search and cfg.groups > 1:
+        trajectories = data.subset(data.sample < calib_cfg.signature_samples)
         if calib_cfg.unobserved == "least_error":
-            _observe_keeping_ranges(unet, data.subset(data.sample < calib_cfg.signature_samples), batch, device)
-        selection["unobserved_steps"] = _fill_unobserved(unet, steps)
+            _observe_keeping_ranges(unet, trajectories, batch, device)
+        selection["unobserved_steps"] = _fill_unobserved(unet, steps, calib_cfg.unobserved, data=trajectories,
+                                                         batch=batch, device=device)  # fmt: skip
     freeze(unet)
     seconds = time.perf_counter() - start
     report = {

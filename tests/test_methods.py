@@ -172,12 +172,12 @@ def test_unobserved_steps_take_the_group_that_quantizes_them_best():
             q(torch.rand(8, 32) * (10 if k in (3, 5) else 1))  # step 4 is small like steps 0-2
     q.init_ranges()
     model = torch.nn.Sequential(q)
-    rules = ptq._fill_unobserved(model, steps=[0, 5])
+    rules = ptq._fill_unobserved(model, steps=[0, 5], rule="least_error")
     assert rules == {1: "least error", 2: "least error", 3: "least error", 4: "least error"}
     assert part.table.tolist() == [0, 0, 0, 1, 0, 1]  # step 4 joins the small-range group, not its neighbours'
     q.stats.clear()  # nothing observed: the nearest calibrated step's group
     part.set_table(torch.tensor([0, 0, 0, 1, 1, 1]))
-    assert set(ptq._fill_unobserved(model, steps=[0, 5]).values()) == {"nearest"}
+    assert set(ptq._fill_unobserved(model, steps=[0, 5], rule="least_error").values()) == {"nearest"}
     assert part.table.tolist() == [0, 0, 0, 1, 1, 1]
 
 
@@ -212,9 +212,9 @@ def test_least_error_fill_observes_every_step_after_reconstruction_and_keeps_ran
     scales = []
     real = ptq._fill_unobserved
 
-    def spy(model, steps):
+    def spy(model, steps, rule, **kw):
         scales.append([q.scale.detach().clone() for _, q in adpdm.quantize.act_quantizers(model)])
-        return real(model, steps)
+        return real(model, steps, rule, **kw)
 
     monkeypatch.setattr(ptq, "_fill_unobserved", spy)
     res = run_ptq(_copy(UNET), SCHED, "adpdm", qcfg, dataclasses.replace(calib, unobserved="least_error"), recon,
@@ -224,3 +224,22 @@ def test_least_error_fill_observes_every_step_after_reconstruction_and_keeps_ran
     assert set(rules.values()) == {"least error"}
     frozen = [q.scale for _, q in adpdm.quantize.act_quantizers(res.model)]
     assert all(torch.equal(a, b) for a, b in zip(scales[0], frozen, strict=True))  # re-observing kept the ranges
+
+
+def test_output_error_fill_picks_the_group_with_the_least_output_error(monkeypatch):
+    calib, recon = _cfgs(steps=2)
+    qcfg = adpdm.QuantConfig.preset("w4a8", num_steps=K)
+    seen = {}
+    real = ptq._output_errors
+
+    def spy(model, part, step, **kw):
+        seen[step] = real(model, part, step, **kw)
+        return seen[step]
+
+    monkeypatch.setattr(ptq, "_output_errors", spy)
+    res = run_ptq(_copy(UNET), SCHED, "adpdm", qcfg, dataclasses.replace(calib, unobserved="output_error"), recon,
+                  groups=2, progress=False)  # fmt: skip
+    table = res.report["partition"]
+    assert set(seen) == set(range(K)) - set(res.report["selected_steps"])
+    assert all(table[k] == int(err.argmin()) and err.min() < err.max() for k, err in seen.items())
+    assert set(res.report["selection"]["unobserved_steps"].values()) == {"output error"}
