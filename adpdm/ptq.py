@@ -235,10 +235,8 @@ def _fill_unobserved(model: nn.Module, steps: list[int], rule: str = "nearest", 
         if p.groups == 1:
             continue
         k = torch.arange(p.num_steps)
-        nearest = p.table[observed[(k[:, None] - observed[None, :]).abs().argmin(dim=1)].to(p.table.device)]
-        table = nearest.clone()
-        table[observed] = p.table[observed.to(p.table.device)]
-        p.table.copy_(table)
+        nearest = observed[(k[:, None] - observed[None, :]).abs().argmin(dim=1)]  # a calibrated step is its own
+        p.table.copy_(p.table[nearest.to(p.table.device)])
         for step in sorted(set(range(p.num_steps)) - set(steps)):
             err = None
             if rule == "least_error":
