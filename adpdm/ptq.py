@@ -391,9 +391,10 @@ def run_ptq(
         )
     steps, selection = _select_steps(strategy, unet, data, calib_cfg, scheduler_config, batch, device)
     chosen = data.select_steps(steps)
+    trajectories = data.subset(data.sample < calib_cfg.signature_samples)  # every step of the first few
     observed = chosen
     if cfg.groups > 1 and calib_cfg.range_steps == "all":
-        observed = concat([data.subset(data.sample < calib_cfg.signature_samples), chosen])
+        observed = concat([trajectories, chosen])
     _observe(unet, observed, batch, device)
     losses: list[dict] = []
     if spec.reconstruct:
@@ -405,7 +406,6 @@ def run_ptq(
                               _fingerprint(spec, cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(),
                                            unet.to_json_string()))  # fmt: skip
     if spec.search and cfg.groups > 1:
-        trajectories = data.subset(data.sample < calib_cfg.signature_samples)
         if calib_cfg.unobserved == "least_error":
             _observe_keeping_ranges(unet, trajectories, batch, device)
         selection["unobserved_steps"] = _fill_unobserved(unet, steps, calib_cfg.unobserved, data=trajectories,
