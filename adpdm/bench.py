@@ -24,7 +24,7 @@ from .checkpoint import TENSORS, save_quantized
 from .config import QuantConfig
 from .eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
 from .methods import get_method
-from .models.loading import load_model
+from .models.loading import DiffusionModel, is_embedded, load_model
 from .ptq import CalibConfig, run_ptq
 from .recon.reconstruct import ReconConfig
 from .sampling import SamplerConfig
@@ -45,7 +45,7 @@ class BenchConfig:
 
     Args:
         name: results file stem.
-        models: model specs (``embedded:NAME``).
+        models: model specs (``embedded:NAME``, unconditional or class-conditional pipeline folders).
         methods: registry names.
         presets: bit-width presets.
         ablation_models, ablation_presets: where the ablation methods (``methods.ABLATIONS``) run;
@@ -57,6 +57,8 @@ class BenchConfig:
         recon: reconstruction settings (the same budget for every method).
         eval: metric settings.
         seed: evaluation noise seed (calibration uses ``seed + 1``).
+        null_class: the "no class" label of class-conditional pipeline folders (guidance 2.0
+            with it, none without); embedded models know theirs.
     """
 
     name: str = "full"
@@ -72,6 +74,7 @@ class BenchConfig:
     recon: ReconConfig = field(default_factory=lambda: ReconConfig(iters=50))
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ref_num=2000))
     seed: int = 0
+    null_class: int | None = None
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -166,16 +169,18 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     """Run every model x preset x method; returns the results JSON path."""
     out = Path(out_dir)
     results = Results(out / "results" / f"{cfg.name}.json", cfg, resume)
-    evaluator = Evaluator(cfg.eval)
+    models = {spec: _load(spec, cfg.null_class) for spec in cfg.models}  # every spec checked before any work
+    evaluators = {mnist: Evaluator(dataclasses.replace(cfg.eval, mnist=mnist))
+                  for mnist in {is_embedded(spec) for spec in cfg.models}}  # fmt: skip
     sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.seed)
     # the main methods on every model first, then the ablations (so a cut-short run has the table)
     phases = [tuple(m for m in cfg.methods if m not in ABLATIONS), tuple(m for m in cfg.methods if m in ABLATIONS)]
     for methods in phases:
-        for spec in cfg.models:
+        for spec, model in models.items():
             todo = [(p, m) for p in cfg.presets for m in methods
                     if cfg.runs(spec, p, m) and not results.has(spec, m, p)]  # fmt: skip
             if todo or not results.has(spec, "fp32", "fp32"):
-                _bench_model(cfg, spec, todo, results, evaluator, sampler, out)
+                _bench_model(cfg, model, todo, results, evaluators[is_embedded(spec)], sampler, out)
     write_markdown(results.data, out / "results" / f"{cfg.name}.md")
     from .bench_figures import write_figures
 
@@ -183,9 +188,18 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     return results.path
 
 
+def _load(spec: str, null_class: int | None) -> DiffusionModel:
+    model = load_model(spec, None if is_embedded(spec) else null_class)
+    if model.kind == "text":
+        raise ValueError(f"{spec} is text-conditioned: `adpdm bench` compares methods on unconditional and "
+                         "class-conditional models; for a text pipeline run `adpdm quantize` per method and "
+                         "`adpdm evaluate --prompts FILE`")  # fmt: skip
+    return model
+
+
 def _bench_model(
     cfg: BenchConfig,
-    spec: str,
+    model: DiffusionModel,
     todo: list[tuple[str, str]],
     results: Results,
     evaluator: Evaluator,
@@ -193,14 +207,12 @@ def _bench_model(
     out: Path,
 ) -> None:
     """FP row (once) and the (preset, method) rows of ``todo`` for one model; sample grids."""
-    model = load_model(spec)
-    conditional = model.num_classes is not None
-    msampler = dataclasses.replace(sampler, guidance_scale=2.0 if conditional else 1.0)
+    spec, conditional = model.spec, model.kind == "class"
+    msampler = dataclasses.replace(sampler, guidance_scale=model.default_guidance)
     mcalib = dataclasses.replace(
         cfg.calib, sampler=dataclasses.replace(cfg.calib.sampler, guidance_scale=msampler.guidance_scale)
     )
-    fp = sample_models({"fp32": model.unet}, model.scheduler_config, cfg.num_samples, msampler,
-                       model.num_classes, model.null_class)  # fmt: skip
+    fp = sample_models({"fp32": model.unet}, model, cfg.num_samples, msampler)
     grids = {"fp32": fp["fp32"].images[:64]}
     if not results.has(spec, "fp32", "fp32"):
         res = evaluate_against_fp(evaluator, fp, "fp32", conditional)["fp32"]
@@ -212,8 +224,7 @@ def _bench_model(
         ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
                       groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
                       progress=False)  # fmt: skip
-        q = sample_models({method: ptq.model}, model.scheduler_config, cfg.num_samples, msampler,
-                          model.num_classes, model.null_class, progress=False)  # fmt: skip
+        q = sample_models({method: ptq.model}, model, cfg.num_samples, msampler, progress=False)
         res = evaluate_against_fp(evaluator, {**fp, **q}, "fp32", conditional)[method]
         row = _row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model))
         row["row_seconds"] = time.perf_counter() - start  # calibration, sampling and metrics
@@ -242,7 +253,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> Path:
     text = (
         f"# Benchmark `{c['name']}`\n\n{c['num_samples']} samples per model, DDIM {c['steps']} steps, "
         f"reconstruction {c['recon']['iters']} iterations per block, G = {c['groups']}, "
-        f"FID reference: {c['eval']['ref_num']} MNIST test images.\n\n"
+        f"FID reference: {c['eval'].get('ref') or str(c['eval']['ref_num']) + ' MNIST test images'}.\n\n"
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads).\n\n"
         + (f"Wall time of the run: {data['wall_seconds'] / 60:.1f} minutes.\n\n" if "wall_seconds" in data else "")
         + markdown_table(data["rows"], cols)

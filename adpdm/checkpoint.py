@@ -2,7 +2,8 @@
 
 A checkpoint folder holds:
     config.json          the diffusers model config (rebuilds the architecture)
-    quant_config.json    format version, model class, QuantConfig, packing table, sha256
+    quant_config.json    format version, model class, QuantConfig, packing table, sha256, and
+                         the source model (``adpdm.models.source.ModelSource``) when known
     model.safetensors    every persistent tensor of the frozen model; weight codes of <= 4 bits
                          are packed two per byte
 
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import QuantConfig
+from .models.source import ModelSource
 from .models.unet import SUPPORTED_UNETS, check_supported
 from .quantize import act_quantizers, get_config, get_state, quant_layers, quantize_model, set_state
 from .state import QuantState
@@ -49,8 +51,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_quantized(model: nn.Module, out_dir: str | Path) -> Path:
+def save_quantized(model: nn.Module, out_dir: str | Path, source: ModelSource | None = None) -> Path:
     """Write a frozen quantized UNet to ``out_dir`` (created if needed); returns the folder.
+
+    ``source`` (from :meth:`ModelSource.of`, taken before quantizing) lets every command find
+    the model, its schedule and its K from the checkpoint alone.
 
     Example::
 
@@ -85,6 +90,10 @@ def save_quantized(model: nn.Module, out_dir: str | Path) -> Path:
         "packed": packed,
         "sha256": _sha256(out / TENSORS),
     }
+    if source is not None:
+        if source.num_steps != cfg.num_steps:
+            raise ValueError(f"source.num_steps={source.num_steps} differs from the model's K = {cfg.num_steps}")
+        meta["source"] = source.to_dict()
     (out / QUANT_META).write_text(json.dumps(meta, indent=2))
     logger.info("saved quantized model to %s (%d bytes of tensors)", out, (out / TENSORS).stat().st_size)
     return out
@@ -113,6 +122,21 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     if meta.get("model_class") not in SUPPORTED_UNETS:
         raise CheckpointError(f"unsupported model class {meta.get('model_class')!r} in {folder / QUANT_META}")
     return meta
+
+
+def read_checkpoint_info(path: str | Path) -> tuple[ModelSource | None, int]:
+    """The source model (``None`` for checkpoints that predate it) and the calibrated K of a
+    checkpoint folder, read from its JSON alone (no tensors are loaded)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder: pass a folder written by `adpdm quantize`")
+    meta = _read_meta(folder)
+    try:
+        k = int(QuantConfig.from_dict(meta.get("quant_config", {})).num_steps)
+        source = ModelSource.from_dict(meta["source"]) if "source" in meta else None
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"bad record in {folder / QUANT_META}: {err}") from err
+    return source, k
 
 
 def _read_tensors(folder: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:

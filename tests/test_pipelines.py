@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import make_unet
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
+from pipeline_folders import sd_pipeline
 
 import adpdm
 from adpdm.pipelines import StepTracker, record_pipeline, track_steps
@@ -96,42 +97,8 @@ def test_pipeline_errors() -> None:
         adpdm.quantize_pipeline(pipe, adpdm.QuantConfig.preset("w8a8", num_steps=K), method="rtn")
 
 
-def _tiny_sd_pipeline(tmp_path):
-    """A Stable Diffusion pipeline of tiny random parts, with a character-level CLIP tokenizer."""
-    transformers = pytest.importorskip("transformers")
-    import json
-
-    from conftest import make_cond_unet
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in letters:
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=16
-    )
-    torch.manual_seed(0)
-    text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )).eval()  # fmt: skip
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=8, sample_size=32,
-    ).eval()  # fmt: skip
-    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=make_cond_unet(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)  # fmt: skip
-
-
 def test_stable_diffusion_pipeline_records_both_branches_and_round_trips(tmp_path) -> None:
-    pipe = _tiny_sd_pipeline(tmp_path)
+    pipe = sd_pipeline(tmp_path)
     prompts = ["a red cat", "a blue dog", "a tree"]
 
     def run():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import types
 
@@ -264,10 +265,13 @@ def test_cli_compare_writes_side_by_side(monkeypatch, tmp_path, unet, scheduler_
     model = types.SimpleNamespace(
         name="mnist", unet=unet, scheduler_config=scheduler_config, num_classes=None, null_class=None
     )
-    monkeypatch.setitem(sys.modules, "adpdm.embedded", types.SimpleNamespace(load_embedded=lambda name: model))
-    monkeypatch.setattr(adpdm, "load_quantized", lambda path, device=None: _tiny_unet(), raising=False)
+    load = types.SimpleNamespace(load_embedded=lambda name: copy.deepcopy(model))  # a fresh copy per load
+    monkeypatch.setitem(sys.modules, "adpdm.embedded", load)
+    q = tmp_path / "q"
+    quick = ["--num-samples", "2", "--calib-steps", "1", "--iters", "1", "--batch-size", "4"]
+    assert main(["quantize", "--method", "rtn", "--steps", "2", "--device", "cpu", "--out", str(q), *quick]) == 0
     out = tmp_path / "cmp.png"
-    argv = ["sample", "--num", "4", "--steps", "2", "--quantized", str(tmp_path), "--compare"]
+    argv = ["sample", "--num", "4", "--quantized", str(q), "--compare"]
     assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.width > 2 * (2 * 18 + 2) and image.mode == "RGB"

@@ -12,6 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..models.source import resolve_model
+from .common import add_model_arguments
+from .export import check_exportable
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,11 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "UNet forwards and whole sampling runs at each batch size; per-operator profiles.",
     )
     parser.add_argument("--quantized", metavar="DIR", required=True, help="a folder written by `adpdm quantize`")
-    parser.add_argument("--model", default="embedded:mnist", help="the model it came from (scheduler)")
+    add_model_arguments(parser, quantized=False)
     parser.add_argument("--name", help="results name (default: the folder's name)")
     parser.add_argument("--out-dir", default="benchmarks/results", help="default benchmarks/results")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    parser.add_argument("--quick", action="store_true", help="10 sampling steps, 5 repeats")
+    parser.add_argument("--quick", action="store_true", help="5 repeats instead of 20")
     parser.set_defaults(func=run)
     return parser
 
@@ -40,12 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from ..deploy.bench import BenchConfig, bench_deploy, markdown
     from ..utils.resources import cpu_isa, machine_description
 
-    cfg = BenchConfig(steps=10, repeats=5, threads=args.threads) if args.quick else BenchConfig(threads=args.threads)
     name = args.name or Path(args.quantized).name
     if not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(f"--name must be letters, digits, '.', '-' or '_', got {name!r}")
-    result = bench_deploy(args.quantized, args.model, cfg)
-    result = {"name": name, "quick": args.quick, "quantized": str(args.quantized), "model": args.model,
+    resolved = resolve_model(args.model, args.quantized, null_class=args.null_class)  # checked before any work
+    model = resolved.model
+    check_exportable(model)
+    # whole sampling runs use the checkpoint's schedule: K steps
+    cfg = BenchConfig(steps=resolved.steps, repeats=5 if args.quick else 20, threads=args.threads)
+    result = bench_deploy(args.quantized, model, cfg)
+    result = {"name": name, "quick": args.quick, "quantized": str(args.quantized), "model": model.spec,
               "config": vars(cfg), "machine": {**machine_description(), "cpu_isa": cpu_isa()},
               "onnxruntime": onnxruntime.__version__, "ort_threads": args.threads, **result}  # fmt: skip
     out = Path(args.out_dir)

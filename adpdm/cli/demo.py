@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             res = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, calib, recon,
                           num_classes=model.num_classes, null_class=model.null_class)  # fmt: skip
             unets[name], reports[name] = res.model, res.report
-    samples = sample_models(unets, model.scheduler_config, args.num, sampler, model.num_classes, model.null_class)
+    samples = sample_models(unets, model, args.num, sampler)
     grid = side_by_side({n: s.images[:64] for n, s in samples.items()}, out / "grid.png")
     results = evaluate_against_fp(Evaluator(eval_cfg), samples, "fp32", model.num_classes is not None)
     rows = []

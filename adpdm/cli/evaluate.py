@@ -16,24 +16,40 @@ from typing import Any
 from ..checkpoint import load_quantized
 from ..distributed import launched_state
 from ..eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
-from ..models.loading import load_model
+from ..generate import check_conditioning
+from ..models.loading import is_embedded
+from ..models.source import resolve_model
 from ..sampling import SCHEDULERS, SamplerConfig
 from ..utils.resources import machine_description, resolve_device
 from ..utils.table import markdown_table
+from .common import add_conditioning_arguments, add_model_arguments, conditioning
 
 logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("evaluate", help="FID, PSNR and accuracy of a model and its quantized copy")
-    parser.add_argument("--model", default="embedded:mnist", help="default embedded:mnist")
-    parser.add_argument("--quantized", metavar="DIR", help="a quantized checkpoint of --model")
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="FID, PSNR and accuracy of a model and its quantized copy",
+        description="Sample the FP model and its quantized copy from the same noise; report FID against the "
+        "reference (--ref: a folder of images or an .npz from `adpdm fid-stats`; the MNIST test set for the "
+        "embedded models), FID against the FP samples, PSNR against the FP sample of the same noise, and the "
+        "accuracy of --classifier for class-conditional models.",
+    )
+    add_model_arguments(parser)
+    add_conditioning_arguments(parser, guidance_default="default 2.0 class-conditional with a null class, 7.5 "
+                               "text, else 1.0")  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per model (default 1000)")
-    parser.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's K, else 100)")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
-    parser.add_argument("--guidance", type=float, help="guidance scale (default 2.0 conditional, else 1.0)")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per batch (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ref-num", type=int, default=10_000, help="MNIST test images in the FID reference")
+    parser.add_argument(
+        "--ref", metavar="PATH", help="FID reference: a folder of PNG/JPEG images or an .npz (mu, sigma)"
+    )
+    parser.add_argument("--ref-num", type=int, default=10_000, help="embedded models without --ref: MNIST test "
+                        "images in the FID reference (default 10000)")  # fmt: skip
+    parser.add_argument("--classifier", metavar="FILE", help="TorchScript classifier: images in [-1, 1] -> logits")
     parser.add_argument("--inception", metavar="FILE", help="TorchScript FID Inception file (default: packaged)")
     parser.add_argument("--no-inception", action="store_true", help="skip the Inception FIDs (faster)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 Inception (faster on AMX CPUs)")
@@ -46,28 +62,37 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.num_samples < 2:
         raise ValueError(f"--num-samples must be >= 2, got {args.num_samples}")
-    eval_cfg = EvalConfig(
-        ref_num=args.ref_num, inception_path=args.inception, bf16=args.bf16, inception=not args.no_inception
-    )
+    # every input is checked before any sampling
+    resolved = resolve_model(args.model, args.quantized, args.steps, args.null_class)
+    model = resolved.model
+    eval_cfg = EvalConfig(ref_num=args.ref_num, inception_path=args.inception, bf16=args.bf16,
+                          inception=not args.no_inception, ref=args.ref, mnist=is_embedded(model.spec),
+                          classifier=args.classifier)  # fmt: skip
+    guidance = args.guidance if args.guidance is not None else model.default_guidance
+    sampler = SamplerConfig(scheduler=args.scheduler, num_steps=resolved.steps, guidance_scale=guidance,
+                            batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+    cond = conditioning(args)
+    check_conditioning(model, cond, sampler)
+    if model.kind == "text" and len(cond.prompts) < 2 and args.num_samples > 1:
+        logger.info("one prompt for every sample: FID measures the spread of that prompt's images")
     state = launched_state()
     device = resolve_device(args.device, state)
-    model = load_model(args.model)
-    guidance = args.guidance if args.guidance is not None else (2.0 if model.num_classes is not None else 1.0)
-    sampler = SamplerConfig(scheduler=args.scheduler, num_steps=args.steps, guidance_scale=guidance, seed=args.seed)
+    evaluator = Evaluator(eval_cfg, device=device)  # loads and checks the reference and classifier files first
+    if args.ref is not None:
+        evaluator.reference()
     unets = {"fp32": model.unet.to(device)}
     if args.quantized:
         unets["quantized"] = load_quantized(args.quantized, device=device)
-    samples = sample_models(unets, model.scheduler_config, args.num_samples, sampler, model.num_classes,
-                            model.null_class, state=state)  # fmt: skip
+    samples = sample_models(unets, model, args.num_samples, sampler, cond, state=state)
     if state is not None and not state.is_main_process:
         return 0  # the first process computes the metrics and writes the results
-    evaluator = Evaluator(eval_cfg, device=device)
-    results = evaluate_against_fp(evaluator, samples, "fp32", model.num_classes is not None)
+    results = evaluate_against_fp(evaluator, samples, "fp32", model.kind == "class")
     rows = [{"model": name, **res.to_dict()} for name, res in results.items()]
-    summary = {"model": args.model, "quantized": args.quantized, "sampler": sampler.__dict__,
+    summary = {"model": model.spec, "kind": model.kind, "quantized": args.quantized, "sampler": sampler.__dict__,
                "eval": eval_cfg.__dict__, "rows": rows, "machine": machine_description()}  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     cols = ("model", "num_samples", "fid_data", "fid_fp", "psnr", "accuracy", "clf_fid_data", "clf_fid_fp")
+    cols = tuple(c for c in cols if any(r.get(c) is not None for r in rows) or c in ("model", "num_samples"))
     sys.stdout.write(markdown_table(rows, cols) + "\n")
     return 0

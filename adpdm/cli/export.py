@@ -1,7 +1,7 @@
 """``adpdm export``: write a frozen quantized model as ONNX QDQ graphs (one per timestep group).
 
 The convolutions get 8-bit output quantizers calibrated on a few trajectories of the frozen
-model's own sampler (``--model`` gives the scheduler), so ONNX Runtime runs them as int8
+model's own sampler (the checkpoint's model gives the scheduler), so ONNX Runtime runs them as int8
 ``QLinearConv``; ``--exact`` skips that and keeps the PyTorch model's arithmetic exactly.
 """
 
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..deploy.export_mode import WEIGHT_FORMATS
+from ..generate import Conditioning, check_conditioning
+from ..models.loading import DiffusionModel
+from ..models.source import resolve_model
+from ..sampling import SamplerConfig
+from .common import add_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +32,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Export a frozen quantized UNet as ONNX QDQ graphs sharing one int8 weight file.",
     )
     parser.add_argument("--quantized", metavar="DIR", required=True, help="a folder written by `adpdm quantize`")
+    parser.add_argument("--guidance", type=float, help="guidance of the calibration sampler (default 1.0)")
     parser.add_argument("--format", default="onnx", help="output format: onnx (default)")
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
-    parser.add_argument("--model", default="embedded:mnist", help="the model it came from, for its scheduler")
+    add_model_arguments(parser, quantized=False)
     parser.add_argument("--exact", action="store_true", help="no conv output quantizers (exact but slow)")
     parser.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="auto", help="default auto")
     parser.add_argument("--calib-samples", type=int, default=4, help="trajectories for the output ranges")
@@ -40,16 +47,28 @@ def run(args: argparse.Namespace) -> int:
     """Export ``args.quantized`` to ``args.out``."""
     if args.format not in FORMATS:
         raise ValueError(f"unknown export format {args.format!r}; supported: {', '.join(FORMATS)}")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} already exists and is not an empty folder: choose a new folder")
     from .. import load_quantized
     from ..deploy import CalibrationSpec, export_onnx
-    from ..models.loading import load_model
 
+    model = resolve_model(args.model, args.quantized, null_class=args.null_class).model  # checked before any work
+    check_exportable(model)
+    guidance = args.guidance if args.guidance is not None else 1.0
+    check_conditioning(model, Conditioning(), SamplerConfig(guidance_scale=guidance))
     unet = load_quantized(args.quantized)
     calibration = None
     if not args.exact:
-        model = load_model(args.model)
         calibration = CalibrationSpec(model.scheduler_config, args.calib_samples, model.num_classes,
-                                      model.null_class)  # fmt: skip
-    result = export_onnx(unet, args.out, calibration, args.weight_format)
-    logger.info("%d graph(s), %s of %d bytes in %s", len(result.graphs), result.weights, result.weights_bytes, args.out)
+                                      model.null_class, guidance_scale=guidance)  # fmt: skip
+    result = export_onnx(unet, out, calibration, args.weight_format)
+    logger.info("%d graph(s), %s of %d bytes in %s", len(result.graphs), result.weights, result.weights_bytes, out)
     return 0
+
+
+def check_exportable(model: DiffusionModel) -> None:
+    """The ONNX export runs ``UNet2DModel`` denoisers (unconditional and class-conditional)."""
+    if model.kind == "text":
+        raise ValueError(f"{model.spec} is text-conditioned: the ONNX export supports UNet2DModel (unconditional "
+                         "and class-conditional) denoisers only; sample it in PyTorch with `adpdm sample`")  # fmt: skip

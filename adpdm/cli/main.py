@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Subcommand modules, in the order `adpdm --help` lists them.
-COMMANDS = ("demo", "train", "quantize", "sample", "evaluate", "bench", "export", "bench_deploy")
+COMMANDS = ("demo", "train", "quantize", "sample", "evaluate", "bench", "export", "bench_deploy", "fid_stats")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,17 +7,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..calib.timesteps import STRATEGIES
 from ..checkpoint import save_quantized
 from ..config import QuantConfig
+from ..generate import Conditioning, check_conditioning, read_prompts
 from ..methods import METHODS, get_method
-from ..models.loading import is_embedded, load_model
+from ..models.loading import load_model
+from ..models.source import DEFAULT_MODEL, ModelSource
 from ..ptq import CalibConfig, run_ptq
 from ..recon.reconstruct import ReconConfig
 from ..sampling import SamplerConfig
 from ..utils.resources import resolve_device
+from .common import add_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +30,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Record calibration data from the FP sampler, calibrate with METHOD, save the frozen "
         "model and DIR/report.json.",
     )
-    parser.add_argument(
-        "--model", default="embedded:mnist",
-        help="embedded:NAME, or a diffusers pipeline folder or hub id (default embedded:mnist)",
-    )  # fmt: skip
+    add_model_arguments(parser, quantized=False)
     parser.add_argument("--prompts", metavar="FILE", help="text prompts, one per line (text-conditioned pipelines)")
     parser.add_argument("--method", default="adpdm", choices=sorted(METHODS), help="default adpdm")
     parser.add_argument("--preset", default="w4a8", choices=sorted(QuantConfig.PRESETS), help="default w4a8")
     parser.add_argument("--groups", type=int, help="timestep groups G for adpdm (default 4)")
     parser.add_argument("--timesteps", choices=STRATEGIES, help="override the method's calibration steps")
     parser.add_argument("--steps", type=int, default=100, help="DDIM sampling steps K (default 100)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="guidance scale of the calibration sampler")
+    parser.add_argument("--guidance", type=float,
+                        help="guidance scale of the calibration sampler (default 1.0; 7.5 text)")  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=32, help="calibration trajectories (default 32)")
     parser.add_argument("--calib-steps", type=int, default=10, help="calibration steps selected (default 10)")
     parser.add_argument("--iters", type=int, default=200, help="reconstruction iterations per block (default 200)")
@@ -58,55 +57,46 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.resume:
+        raise ValueError(f"--out {out} already holds files (another run?): choose a new folder, or pass --resume "
+                         "to continue an interrupted run there")  # fmt: skip
     get_method(args.method)
     qcfg = QuantConfig.preset(args.preset, num_steps=args.steps, first_last_bits=args.first_last_bits)
     if args.groups is not None and not 1 <= args.groups <= args.steps:
         raise ValueError(f"--groups must be in [1, {args.steps}], got {args.groups}")
-    sampler = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance, seed=args.seed, batch_size=32)
+    # text models (the only ones that take prompts) default to the guidance of their pipelines
+    guidance = args.guidance if args.guidance is not None else (7.5 if args.prompts else 1.0)
+    sampler = SamplerConfig(num_steps=args.steps, guidance_scale=guidance, seed=args.seed, batch_size=32)
     calib = CalibConfig(num_samples=args.num_samples, calib_steps=args.calib_steps, timesteps=args.timesteps,
                         sampler=sampler, seed=args.seed)  # fmt: skip
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    model = load_model(args.model or DEFAULT_MODEL, args.null_class)
+    check_conditioning(model, Conditioning(prompts=prompts), sampler)
     recon = ReconConfig(iters=args.iters, batch_size=args.batch_size, seed=args.seed)
     device = resolve_device(args.device)
-    prompts = _read_prompts(args.prompts) if args.prompts else None
-    if not is_embedded(args.model):
-        return _quantize_pipeline(args, qcfg, calib, recon, prompts, out, device)
-    if prompts is not None:
-        raise ValueError("--prompts is for text-conditioned pipelines, not embedded models")
-    model = load_model(args.model)
-    if args.guidance != 1.0 and model.num_classes is None:
-        raise ValueError("--guidance needs a class-conditional model")
-    result = run_ptq(
-        model.unet.to(device), model.scheduler_config, args.method, qcfg, calib, recon, groups=args.groups,
-        num_classes=model.num_classes, null_class=model.null_class, out_dir=out, resume=args.resume, device=device,
-    )  # fmt: skip
-    save_quantized(result.model, out)
+    source = ModelSource.of(model, args.steps)  # before the UNet is quantized in place
+    if model.kind == "text":
+        result = _quantize_pipeline(model, args, qcfg, calib, recon, prompts, guidance, out, device)
+    else:
+        result = run_ptq(
+            model.unet.to(device), model.scheduler_config, args.method, qcfg, calib, recon, groups=args.groups,
+            num_classes=model.num_classes, null_class=model.null_class, out_dir=out, resume=args.resume,
+            device=device,
+        )  # fmt: skip
+    save_quantized(result.model, out, source=source)
     r = result.report
     logger.info("%s %s: steps %s, partition %s, %.1fs, peak %.0f MiB -> %s", r["method"], args.preset,
                 r["selected_steps"], r["partition"], r["calib_seconds"], r["peak_mem_mb"], out)  # fmt: skip
     return 0
 
 
-def _read_prompts(path: str) -> list[str]:
-    try:
-        lines = [line.strip() for line in Path(path).read_text().splitlines()]
-    except OSError as err:
-        raise ValueError(f"cannot read --prompts {path}: {err}") from err
-    prompts = [line for line in lines if line]
-    if not prompts:
-        raise ValueError(f"--prompts {path} holds no prompt (one per line)")
-    return prompts
+def _quantize_pipeline(model, args, qcfg, calib, recon, prompts, guidance, out: Path, device):  # noqa: ANN001, ANN202
+    """A text-to-image pipeline: calibration data recorded from the pipeline itself, on DDIM."""
+    from diffusers import DDIMScheduler
 
-
-def _quantize_pipeline(args, qcfg, calib, recon, prompts, out: Path, device: torch.device) -> int:  # noqa: ANN001
-    """A diffusers pipeline from a folder or the hub: quantize its UNet, save it in ``out``."""
-    from ..models.loading import load_pipeline
     from ..pipelines import quantize_pipeline
 
-    pipe = load_pipeline(args.model).to(device)
-    guidance = args.guidance if args.guidance != 1.0 else 7.5
-    result = quantize_pipeline(pipe, qcfg, args.method, prompts, calib, recon, groups=args.groups,
-                               guidance_scale=guidance, out_dir=str(out))  # fmt: skip
-    save_quantized(result.model, out)
-    logger.info("%s: UNet of %s quantized in %.1fs -> %s", args.method, type(pipe).__name__,
-                result.report["calib_seconds"], out)  # fmt: skip
-    return 0
+    pipe = model.pipeline.to(device)
+    pipe.scheduler = DDIMScheduler.from_config(model.scheduler_config)  # the schedule `adpdm sample` uses
+    return quantize_pipeline(pipe, qcfg, args.method, prompts, calib, recon, groups=args.groups,
+                             guidance_scale=guidance, out_dir=str(out))  # fmt: skip

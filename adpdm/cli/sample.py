@@ -14,10 +14,12 @@ from typing import Any
 
 import torch
 
-from ..distributed import launched_state, sample_distributed
-from ..models.loading import load_model
-from ..sampling import SCHEDULERS, SamplerConfig, sample, save_grid, side_by_side
+from ..distributed import launched_state
+from ..generate import check_conditioning, generate
+from ..models.source import resolve_model
+from ..sampling import SCHEDULERS, SamplerConfig, save_grid, side_by_side
 from ..utils.resources import resolve_device
+from .common import add_conditioning_arguments, add_model_arguments, conditioning
 
 logger = logging.getLogger(__name__)
 
@@ -32,24 +34,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "embedded:mnist-cond, classifier-free guidance usually helps: pass e.g. --guidance 2.0."
         ),
     )
-    parser.add_argument("--model", default="embedded:mnist", help="embedded:NAME (default embedded:mnist)")
-    parser.add_argument("--quantized", metavar="DIR", help="a quantized model saved from --model")
+    add_model_arguments(parser)
     parser.add_argument(
         "--compare",
         action="store_true",
         help="with --quantized: write the FP and quantized grids side by side",
     )
     parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
-    parser.add_argument("--steps", type=int, default=100, help="denoising steps (default 100)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's K, else 100)")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (default ddim)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (default 0)")
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=1.0,
-        help="classifier-free guidance scale, 1.0 = off (default); e.g. 2.0 for embedded:mnist-cond",
-    )
-    parser.add_argument("--labels", help="comma-separated class labels, repeated over samples (default 0..9)")
+    add_conditioning_arguments(parser, guidance_default="1.0 = off, 7.5 for text; e.g. 2.0 for embedded:mnist-cond")
     parser.add_argument("--seed", type=int, default=0, help="seed of the common random numbers (default 0)")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per batch (default 64)")
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
@@ -66,16 +61,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_labels(text: str | None) -> list[int] | None:
-    """``"3,7"`` -> ``[3, 7]``; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise ValueError(f"--labels must be comma-separated integers, got {text!r}") from err
-
-
 def run(args: argparse.Namespace) -> int:
     """Sample ``args.num`` images and write the grid to ``args.out``."""
     onnx = args.backend == "onnxruntime"
@@ -89,16 +74,20 @@ def run(args: argparse.Namespace) -> int:
     if onnx and state is not None:
         raise ValueError("--backend onnxruntime runs in one process: launch without accelerate")
     device = torch.device("cpu") if onnx else resolve_device(args.device, state)  # ORT returns CPU tensors
-    model = load_model(args.model)
+    resolved = resolve_model(args.model, args.quantized, args.steps, args.null_class)
+    model = resolved.model
+    guidance = args.guidance if args.guidance is not None else (1.0 if model.kind != "text" else 7.5)
     cfg = SamplerConfig(
         scheduler=args.scheduler,
-        num_steps=args.steps,
+        num_steps=resolved.steps,
         eta=args.eta,
-        guidance_scale=args.guidance,
+        guidance_scale=guidance,
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    unets = {args.model: model.unet}
+    cond = conditioning(args)
+    check_conditioning(model, cond, cfg)  # before any sampling
+    unets = {model.spec: model.unet}
     if args.quantized:
         from .. import load_quantized
 
@@ -112,14 +101,8 @@ def run(args: argparse.Namespace) -> int:
     grids = {}
     for name, unet in unets.items():
         logger.info("sampling %d images from %s", args.num, name)
-        kw = dict(labels=parse_labels(args.labels), num_classes=model.num_classes, null_class=model.null_class,
-                  device=device)  # fmt: skip
         unet = unet.to(device).eval() if isinstance(unet, torch.nn.Module) else unet
-        if state is None:
-            out = sample(unet, model.scheduler_config, args.num, cfg, **kw)
-        else:
-            out = sample_distributed(unet, model.scheduler_config, args.num, cfg, state=state, **kw)
-        grids[name] = out.images
+        grids[name] = generate(model, unet, args.num, cfg, cond, state=state).images
     if state is not None and not state.is_main_process:
         return 0
     path = side_by_side(grids, args.out) if args.compare else save_grid(next(iter(grids.values())), args.out)

@@ -21,7 +21,7 @@ import torch
 from ..checkpoint import load_quantized
 from ..context import step_context
 from ..eval.metrics import psnr
-from ..models.loading import load_model
+from ..models.loading import DiffusionModel, load_model
 from ..sampling import SamplerConfig, sample
 from .calibrate import CalibrationSpec
 from .export_mode import float_mode
@@ -59,12 +59,12 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
-def _forward(denoiser: Any, x: torch.Tensor) -> Callable[[], Any]:
+def _forward(denoiser: Any, x: torch.Tensor, labels: torch.Tensor | None) -> Callable[[], Any]:
     t = torch.tensor(500)
 
     def run() -> Any:
         with torch.no_grad(), step_context(0):
-            return denoiser(x, t).sample
+            return denoiser(x, t, class_labels=labels).sample
 
     return run
 
@@ -73,10 +73,11 @@ def _file_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def bench_deploy(quantized: str | Path, model_spec: str, cfg: BenchConfig) -> dict[str, Any]:
-    """Measure one checkpoint; returns a JSON-ready dict (timings in ms, sizes in bytes)."""
+def bench_deploy(quantized: str | Path, model: str | DiffusionModel, cfg: BenchConfig) -> dict[str, Any]:
+    """Measure one checkpoint of ``model`` (a spec or a loaded model, for its scheduler and classes);
+    returns a JSON-ready dict (timings in ms, sizes in bytes)."""
     torch.set_num_threads(cfg.threads)
-    model = load_model(model_spec)
+    model = load_model(model) if isinstance(model, str) else model
     unet = load_quantized(quantized)
     work = Path(tempfile.mkdtemp(prefix="adpdm_deploy_"))
     try:
@@ -127,30 +128,33 @@ def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: Benc
     out: dict[str, Any] = {"forward_ms": {}, "sampling_s": {}, "sizes": {}, "profiles": {}, "psnr_vs_torch": {}}
     for b in cfg.batches:
         x = torch.randn(b, shape.in_channels, *shape.sample_size)
-        row = {name: _median_ms(_forward(r, x), cfg.repeats) for name, r in runners.items()}
+        y = torch.zeros(b, dtype=torch.long) if model.num_classes is not None else None
+        row = {name: _median_ms(_forward(r, x, y), cfg.repeats) for name, r in runners.items()}
         with float_mode(unet):
-            row["torch_fp32"] = _median_ms(_forward(unet, x), cfg.repeats)
+            row["torch_fp32"] = _median_ms(_forward(unet, x, y), cfg.repeats)
         out["forward_ms"][f"batch_{b}"] = row
         logger.info("forward batch %d: %s", b, row)
+    classes = dict(num_classes=model.num_classes, null_class=model.null_class, progress=False)
     for b in cfg.batches:
         scfg = SamplerConfig(num_steps=cfg.steps, batch_size=b, seed=0)
         row, images = {}, {}
         for name, r in runners.items():
             start = time.perf_counter()
-            images[name] = sample(r, model.scheduler_config, b, scfg, progress=False).images
+            images[name] = sample(r, model.scheduler_config, b, scfg, **classes).images
             row[name] = time.perf_counter() - start
         with float_mode(unet):
             start = time.perf_counter()
-            sample(unet, model.scheduler_config, b, scfg, progress=False)
+            sample(unet, model.scheduler_config, b, scfg, **classes)
             row["torch_fp32"] = time.perf_counter() - start
-        ref = sample(unet, model.scheduler_config, b, scfg, progress=False).images  # PyTorch quantized
+        ref = sample(unet, model.scheduler_config, b, scfg, **classes).images  # PyTorch quantized
         out["psnr_vs_torch"][f"batch_{b}"] = {n: float(psnr(images[n], ref).mean()) for n in ("int8_exact", "int8")}
         out["sampling_s"][f"batch_{b}"] = row
         logger.info("sampling %d steps, batch %d: %s", cfg.steps, b, row)
     x = torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size)
+    y = torch.zeros(len(x), dtype=torch.long) if model.num_classes is not None else None
     for name, folder in folders.items():
         prof = OnnxDenoiser(folder, RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / name)))
-        _forward(prof, x)()
+        _forward(prof, x, y)()
         out["profiles"][name] = [asdict(r) for r in op_profile(prof.end_profiling()[0])]
     out["sizes"] = {name: _file_bytes(folder) for name, folder in folders.items()}
     out["sizes"]["int8_weights_file"] = (folders["int8"] / "weights.bin").stat().st_size

@@ -11,6 +11,7 @@ from adpdm.cli.main import main
 
 
 def _tiny_mnist_model(conditional: bool = False):
+    torch.manual_seed(0)  # the same weights at every load, as a real model's
     unet = UNet2DModel(
         sample_size=32, in_channels=1, out_channels=1, block_out_channels=(8, 16),
         down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),

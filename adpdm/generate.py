@@ -1,0 +1,162 @@
+"""Sample any model kind, FP or quantized, from the same noise.
+
+``unconditional`` and ``class`` models run on adpdm's own sampler (:func:`adpdm.sampling.sample`,
+common random numbers per sample and per step). ``text`` models run through their own
+diffusers pipeline with the denoiser swapped in, the scheduler rebuilt from the model's
+config (DDIM or DDPM, K steps) and the initial latents of sample ``i`` drawn from the same
+keyed noise, so FP and quantized images still compare sample by sample (deterministic
+DDIM; the per-step noise of DDPM / eta > 0 is seeded per batch there).
+
+Example::
+
+    model = load_model("my_sd_folder")
+    cond = Conditioning(prompts=["a red car", "a tree"])
+    check_conditioning(model, cond, SamplerConfig(guidance_scale=7.5))
+    out = generate(model, model.unet, 4, SamplerConfig(num_steps=50, guidance_scale=7.5), cond)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .models.loading import DiffusionModel
+from .sampling import SampleOutput, SamplerConfig, initial_noise, make_scheduler, sample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Conditioning:
+    """What the samples are conditioned on.
+
+    Args:
+        labels: class labels of a class-conditional model, repeated over the samples
+            (default ``0 .. num_classes - 1``).
+        prompts: prompts of a text-conditioned model, repeated over the samples.
+    """
+
+    labels: Sequence[int] | None = None
+    prompts: Sequence[str] | None = None
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a text file, one per non-empty line; a clear error for a missing or empty file."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read --prompts {path}: {err}") from err
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise ValueError(f"--prompts {path} holds no prompt: write one prompt per line")
+    return prompts
+
+
+def parse_labels(text: str | None) -> list[int] | None:
+    """``"3,7"`` -> ``[3, 7]``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        labels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise ValueError(f"--labels must be comma-separated integers, got {text!r}") from err
+    if not labels:
+        raise ValueError(f"--labels holds no label: {text!r}")
+    return labels
+
+
+def check_conditioning(model: DiffusionModel, cond: Conditioning, cfg: SamplerConfig) -> None:
+    """Refuse, before any work, conditioning the model cannot take, saying what to pass."""
+    kind = model.kind
+    if cond.prompts is not None and kind != "text":
+        raise ValueError(f"--prompts is for text-conditioned pipelines; {model.spec} is {kind}")
+    if kind == "text" and not cond.prompts:
+        raise ValueError(f"{model.spec} is text-conditioned: pass --prompts FILE (one prompt per line)")
+    if cond.labels is not None:
+        if kind != "class":
+            raise ValueError(f"--labels is for class-conditional models; {model.spec} is {kind}")
+        bad = [y for y in cond.labels if not 0 <= y < model.num_classes]
+        if bad:
+            raise ValueError(f"labels {bad} are outside the classes of {model.spec}: use labels in "
+                             f"[0, {model.num_classes})")  # fmt: skip
+    if cfg.guidance_scale != 1.0 and kind == "unconditional":
+        raise ValueError(f"--guidance needs a conditional model; {model.spec} is unconditional")
+    if cfg.guidance_scale != 1.0 and kind == "class" and model.null_class is None:
+        raise ValueError(f"classifier-free guidance on {model.spec} needs the label it was trained on as "
+                         "'no class': pass --null-class N, or --guidance 1")  # fmt: skip
+
+
+def generate(
+    model: DiffusionModel,
+    unet: Any,
+    num: int,
+    cfg: SamplerConfig,
+    cond: Conditioning | None = None,
+    progress: bool = True,
+    state: Any = None,
+) -> SampleOutput:
+    """``num`` samples of ``model`` with the denoiser ``unet`` (its FP UNet or a quantized copy).
+
+    Args:
+        model: the loaded model (schedule, classes, pipeline).
+        unet: the denoiser to sample with; under an ``accelerate`` ``state`` the batches are
+            spread over its processes (not for text models).
+        num: number of samples.
+        cfg: the sampler (scheduler, K, eta, guidance, batch size, seed).
+        cond: labels or prompts (see :class:`Conditioning`).
+        progress: show a progress bar.
+        state: an ``accelerate`` state, or ``None``.
+    """
+    cond = cond or Conditioning()
+    check_conditioning(model, cond, cfg)
+    if model.kind == "text":
+        if state is not None:
+            raise ValueError("text-conditioned pipelines sample in one process: launch without accelerate")
+        return _generate_text(model, unet, num, cfg, list(cond.prompts), progress)
+    kw = dict(labels=cond.labels, num_classes=model.num_classes, null_class=model.null_class, progress=progress)
+    if state is None:
+        return sample(unet, model.scheduler_config, num, cfg, **kw)
+    from .distributed import sample_distributed
+
+    return sample_distributed(unet, model.scheduler_config, num, cfg, state=state, **kw)
+
+
+@torch.no_grad()
+def _generate_text(
+    model: DiffusionModel, unet: Any, num: int, cfg: SamplerConfig, prompts: list[str], progress: bool
+) -> SampleOutput:
+    from .pipelines import StepTracker
+
+    pipe = model.pipeline
+    scheduler = make_scheduler(model.scheduler_config, cfg)
+    c = unet.config
+    size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
+    shape = (c.in_channels, size, size)  # latents of one sample
+    saved = pipe.unet, pipe.scheduler
+    pipe.unet, pipe.scheduler = unet, scheduler
+    pipe.to(next(unet.parameters()).device if isinstance(unet, torch.nn.Module) else "cpu")
+    tracker = StepTracker(unet, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    images = []
+    try:
+        for start in tqdm(range(0, num, cfg.batch_size), total=math.ceil(num / cfg.batch_size), desc="sampling",
+                          disable=not progress):  # fmt: skip
+            n = min(cfg.batch_size, num - start)
+            out = pipe(
+                prompt=[prompts[i % len(prompts)] for i in range(start, start + n)],
+                latents=initial_noise(n, shape, cfg.seed, start),
+                num_inference_steps=cfg.num_steps, guidance_scale=cfg.guidance_scale, eta=cfg.eta,
+                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start), output_type="pt",
+            )  # fmt: skip
+            images.append(out.images.float().cpu() * 2.0 - 1.0)  # [0, 1] -> [-1, 1]
+    finally:
+        tracker.remove()
+        pipe.unet, pipe.scheduler = saved
+    return SampleOutput(images=torch.cat(images).clamp(-1.0, 1.0), labels=None)
