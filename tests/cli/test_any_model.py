@@ -194,3 +194,16 @@ def test_bench_on_a_class_conditional_folder(folders, tmp_path):
     rows = json.loads((tmp_path / "results" / "quick.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["fp32", "rtn"]
     assert rows[1]["psnr"] > 0 and rows[1]["fid_fp"] >= 0 and rows[1]["clf_fid_data"] is None
+
+
+def test_a_ddpm_pipeline_folder(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler
+    from pipeline_folders import tiny_unet
+
+    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "p")
+    q = tmp_path / "q"
+    assert main(["quantize", "--model", str(tmp_path / "p"), "--method", "rtn", "--out", str(q), *QUICK]) == 0
+    assert read_checkpoint_info(q)[0].scheduler_config["_class_name"] == "DDPMScheduler"
+    for scheduler in ("ddim", "ddpm"):
+        out = tmp_path / f"{scheduler}.png"
+        assert main(["sample", "--quantized", str(q), "--scheduler", scheduler, "--num", "2", "--out", str(out)]) == 0

@@ -116,3 +116,14 @@ def test_quantize_pipeline_errors(tmp_path, monkeypatch, caplog):
     (tmp_path / "p.txt").write_text("\n  \n")
     assert main(["quantize", "--model", "x/y", "--prompts", str(tmp_path / "p.txt"), "--out", str(tmp_path / "b")]) != 0
     assert "holds no prompt" in caplog.text
+
+
+def test_an_embedded_checkpoint_refuses_another_embedded_model(tiny_embedded, tmp_path, caplog):
+    q = tmp_path / "q"
+    assert main(["quantize", "--model", "embedded:mnist", "--method", "rtn", "--out", str(q), *QUICK]) == 0
+    out = tmp_path / "x.png"
+    assert main(["sample", "--quantized", str(q), "--model", "embedded:mnist-cond", "--out", str(out)]) == 2
+    assert "is not the model" in caplog.text and "pass --model embedded:mnist" in caplog.text
+    assert main(["sample", "--quantized", str(q), "--steps", "10", "--out", str(out)]) == 2
+    assert not out.exists()
+    assert main(["sample", "--quantized", str(q), "--num", "2", "--out", str(out)]) == 0  # K and model from DIR
