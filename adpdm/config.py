@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from .models.unet import FIRST_LAST_LAYERS
 
 _TYPE = "adpdm.QuantConfig"
 _VERSION = 1
@@ -19,6 +23,70 @@ def _check_range(name: str, value: int | float, lo: int | float, hi: int | float
 def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
         raise ValueError(f"QuantConfig.{name} must be one of {choices}, got {value!r}")
+
+
+def _check_bits(name: str, value: Any, allow_16: bool) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (2 <= value <= 8 or (allow_16 and value == 16))
+    if not ok:
+        raise ValueError(f"QuantConfig.{name} must be an int in [2, 8]{' or 16' if allow_16 else ''}, got {value!r}")
+
+
+LayerBits = tuple[tuple[str, int, int], ...]
+
+
+def _normalise_layer_bits(value: Any) -> LayerBits:
+    """``layer_bits`` as a tuple of ``(pattern, wbits, abits)`` tuples (JSON gives lists), validated."""
+    example = "e.g. (('mid_block.*', 8, 8),)"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"QuantConfig.layer_bits must be a sequence of (pattern, wbits, abits), {example}; "
+                         f"got {value!r} (parse 'PATTERN=W8A8,...' with adpdm.config.parse_layer_bits)")  # fmt: skip
+    entries = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise ValueError(f"QuantConfig.layer_bits[{i}] must be (pattern, wbits, abits), {example}; got {entry!r}")
+        pattern, wbits, abits = entry
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"QuantConfig.layer_bits[{i}] pattern must be a non-empty string, got {pattern!r}")
+        _check_bits(f"layer_bits[{i}] ({pattern!r}) wbits", wbits, allow_16=False)
+        _check_bits(f"layer_bits[{i}] ({pattern!r}) abits", abits, allow_16=True)
+        entries.append((pattern, wbits, abits))
+    patterns = [e[0] for e in entries]
+    repeated = sorted({p for p in patterns if patterns.count(p) > 1})
+    if repeated:
+        raise ValueError(f"QuantConfig.layer_bits repeats the pattern(s) {repeated}: only the first could ever match")
+    return tuple(entries)
+
+
+_BITS_SPEC = re.compile(r"[wW](\d+)[aA](\d+)")
+
+
+def parse_layer_bits(text: str) -> LayerBits:
+    """``"PATTERN=W8A8,PATTERN2=W6A8"`` -> ``(("PATTERN", 8, 8), ("PATTERN2", 6, 8))`` (the CLI syntax).
+
+    Example::
+
+        cfg = QuantConfig.preset("w4a8", layer_bits=parse_layer_bits("mid_block.*=W8A8"))
+    """
+    entries = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        pattern, sep, spec = item.rpartition("=")
+        match = _BITS_SPEC.fullmatch(spec.strip())
+        if not sep or not pattern.strip() or match is None:
+            raise ValueError(f"bad layer bits {item!r}: expected PATTERN=W<bits>A<bits>, e.g. 'mid_block.*=W8A8'")
+        entries.append((pattern.strip(), int(match[1]), int(match[2])))
+    return _normalise_layer_bits(entries)
+
+
+def selects_attention(pattern: str, name: str) -> bool:
+    """Whether a ``layer_bits`` pattern selects the Attention module ``name``: it matches the module
+    itself or all of its children (``name`` or ``name + "."``; ``N.*`` does, ``N.to_q`` does not)."""
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name + ".", pattern)
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 @dataclass
@@ -37,8 +105,14 @@ class QuantConfig:
         weight_init: weight range initialisation, "lp" (p-norm search) or "minmax".
         act_init: activation range initialisation, "lp" or "minmax".
         lp_norm: the p of the Lp range search, default 2.4.
-        first_last_bits: weight and activation bits of the first and last layer (None: same as
-            the others; 8 keeps them at 8 bits).
+        first_last_bits: weight bits of the first and last layer (``conv_in``, ``conv_out``), whose
+            activation bits become ``max(first_last_bits, abits)`` (None: same as the others; 8
+            keeps them at 8 bits).
+        layer_bits: ``(pattern, wbits, abits)`` entries: layers whose module name matches the
+            fnmatch ``pattern`` get these bit widths (abits 16: input not quantized). The first
+            matching entry wins, over ``first_last_bits`` and ``wbits`` / ``abits``; an entry
+            that matches no quantized layer is an error in :func:`adpdm.quantize_model`. Attention
+            Q, K, V quantizers follow the rule of :meth:`attention_abits`.
         quantize_attention: quantize the attention matmul inputs (Q, K, V) and softmax output.
         split_skip: quantize concatenated skip-connection inputs per part (shortcut splitting).
         include: fnmatch patterns of module names to quantize (default: every Conv2d / Linear).
@@ -67,6 +141,7 @@ class QuantConfig:
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = field(default_factory=tuple)
     reservoir: int = 2048
+    layer_bits: LayerBits = ()
 
     def __post_init__(self) -> None:
         self.include, self.exclude = tuple(self.include), tuple(self.exclude)
@@ -86,6 +161,35 @@ class QuantConfig:
         for name in ("include", "exclude"):
             if not all(isinstance(p, str) for p in getattr(self, name)):
                 raise ValueError(f"QuantConfig.{name} must be a sequence of strings")
+        self.layer_bits = _normalise_layer_bits(self.layer_bits)
+
+    def bits_for(self, name: str) -> tuple[int, int]:
+        """``(wbits, abits)`` of the Conv2d / Linear layer ``name`` (abits 16: input not quantized).
+
+        The first ``layer_bits`` pattern that matches ``name``; else ``first_last_bits`` for
+        ``conv_in`` / ``conv_out`` (activations never below ``abits``); else ``wbits`` / ``abits``.
+        """
+        for pattern, wbits, abits in self.layer_bits:
+            if fnmatch.fnmatchcase(name, pattern):
+                return wbits, abits
+        if self.first_last_bits is not None and name in FIRST_LAST_LAYERS:
+            abits = max(self.first_last_bits, self.abits) if self.abits < 16 else self.abits
+            return self.first_last_bits, abits
+        return self.wbits, self.abits
+
+    def attention_abits(self, name: str) -> int:
+        """Activation bits of the Q, K and V quantizers of the Attention module ``name`` (16: none).
+
+        The first ``layer_bits`` pattern that matches the module itself or all of its children,
+        i.e. ``name`` or ``name + "."``: ``N``, ``N*``, ``N.*`` and ``mid_block.*`` select the
+        attention ``N``, while ``N.to_q`` sets that projection layer only. Else ``abits``. The
+        softmax output keeps ``softmax_bits``; at 16 bits the attention is not quantized at all,
+        exactly as a global ``abits`` of 16 leaves every attention in full precision.
+        """
+        for pattern, _, abits in self.layer_bits:
+            if selects_attention(pattern, name):
+                return abits
+        return self.abits
 
     PRESETS = {
         "w8a8": {"wbits": 8, "abits": 8},
@@ -107,7 +211,7 @@ class QuantConfig:
         out: dict[str, Any] = {"_type": _TYPE, "_version": _VERSION}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            out[f.name] = _jsonable(value)
         return out
 
     @classmethod

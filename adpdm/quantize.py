@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fnmatch
 import logging
 from collections.abc import Iterator
@@ -22,8 +23,8 @@ import torch
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from .config import QuantConfig
-from .models.unet import FIRST_LAST_LAYERS, check_supported, skip_concat_splits
+from .config import QuantConfig, selects_attention
+from .models.unet import check_supported, skip_concat_splits
 from .nn.act_quant import ActQuantizer, SplitActQuantizer
 from .nn.attention import QuantAttnProcessor
 from .nn.layers import QuantConv2d, QuantLayer, QuantLinear
@@ -81,7 +82,9 @@ class _Factory:
 def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     """Wrap every selected Conv2d / Linear and attention of a diffusers UNet, in place.
 
-    The model stays in full precision (state FP) until :func:`calibrate`.
+    Each layer gets the bit widths of :meth:`QuantConfig.bits_for`, each attention those of
+    :meth:`QuantConfig.attention_abits`. The model stays in full precision (state FP) until
+    :func:`calibrate`.
 
     Args:
         model: a diffusers ``UNet2DModel`` or ``UNet2DConditionModel``.
@@ -93,32 +96,47 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     check_supported(model)
     if is_quantized(model):
         raise ValueError("model is already quantized")
+    layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear) and _selected(n, cfg)]
+    attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, Attention) and _selected(n, cfg)]
+    if not cfg.quantize_attention:
+        attentions = []
+    _check_layer_bits(cfg, [n for n, _ in layers], [n for n, _ in attentions])
     device = next(model.parameters()).device  # the new quantizers are created on the CPU
     shared = StepPartition(cfg.num_steps, cfg.groups) if cfg.partition == "shared" else None
     factory = _Factory(cfg, shared)
     splits = skip_concat_splits(model)
-    count = 0
-    for name, module in list(model.named_modules()):
-        if type(module) not in (nn.Conv2d, nn.Linear) or not _selected(name, cfg):
-            continue
-        first_last = cfg.first_last_bits is not None and name in FIRST_LAST_LAYERS
-        wbits = cfg.first_last_bits if first_last else cfg.wbits
-        abits = max(cfg.first_last_bits, cfg.abits) if first_last and cfg.abits < 16 else cfg.abits
+    for name, module in layers:
+        wbits, abits = cfg.bits_for(name)
         cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
         new = cls.from_float(module, factory.weight(wbits), factory.layer_input(abits, splits.get(name)))
         model.set_submodule(name, new)
-        count += 1
-    if cfg.quantize_attention and cfg.abits < 16:
-        for name, module in model.named_modules():
-            if isinstance(module, Attention) and _selected(name, cfg):
-                a = factory.act
-                module.set_processor(QuantAttnProcessor(a(cfg.abits), a(cfg.abits), a(cfg.abits), a(cfg.softmax_bits)))
+    for name, module in attentions:
+        abits = cfg.attention_abits(name)
+        if abits < 16:
+            a = factory.act
+            module.set_processor(QuantAttnProcessor(a(abits), a(abits), a(abits), a(cfg.softmax_bits)))
     if shared is not None:
         model.add_module(PARTITION_ATTR, shared)
     setattr(model, CONFIG_ATTR, cfg)
     model.to(device)
-    logger.info("quantized %d layers (%s)", count, _describe(cfg))
+    other = sum(cfg.bits_for(n) != (cfg.wbits, cfg.abits) for n, _ in layers)
+    logger.info("quantized %d layers (%s; %d at other bit widths)", len(layers), _describe(cfg), other)
     return model
+
+
+def _check_layer_bits(cfg: QuantConfig, layers: list[str], attentions: list[str]) -> None:
+    """Every ``layer_bits`` pattern must match a quantized layer or attention: typos are not silent."""
+    for pattern, _, _ in cfg.layer_bits:
+        if any(fnmatch.fnmatchcase(n, pattern) for n in layers):
+            continue
+        if any(selects_attention(pattern, n) for n in attentions):
+            continue
+        names = difflib.get_close_matches(pattern, layers + attentions, n=5, cutoff=0.5) or layers[:5]
+        raise ValueError(
+            f"QuantConfig.layer_bits pattern {pattern!r} matches no quantized layer: none of {len(layers)} "
+            f"layers and {len(attentions)} attentions; names look like: {', '.join(names)}. Patterns are "
+            "fnmatch patterns of module names, such as 'mid_block.*'"
+        )
 
 
 def _describe(cfg: QuantConfig) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..calib.timesteps import STRATEGIES
 from ..checkpoint import save_quantized
-from ..config import QuantConfig
+from ..config import QuantConfig, parse_layer_bits
 from ..generate import Conditioning, check_conditioning, read_prompts
 from ..methods import METHODS, get_method
 from ..models.loading import load_model
@@ -40,11 +40,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float,
                         help="guidance scale of the calibration sampler (default 1.0; 7.5 text)")  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=32, help="calibration trajectories (default 32)")
-    parser.add_argument("--calib-steps", type=int, default=10, help="calibration steps selected (default 10)")
+    parser.add_argument("--calib-steps", type=int, help="calibration steps selected (default min(10, K))")
     parser.add_argument("--iters", type=int, default=200, help="reconstruction iterations per block (default 200)")
     parser.add_argument("--batch-size", type=int, default=32, help="reconstruction batch size (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of noise and row sampling (default 0)")
     parser.add_argument("--first-last-bits", type=int, help="keep conv_in / conv_out at this bit width")
+    parser.add_argument("--layer-bits", metavar="PATTERN=WnAm,...", default="",
+                        help="other bit widths for named layers, e.g. 'mid_block.*=W8A8,conv_out=W8A16': fnmatch "
+                        "patterns of module names, the first match wins (over --first-last-bits and --preset), A16 "
+                        "leaves inputs unquantized; an attention takes Q/K/V bits from a pattern matching its name "
+                        "or all its children (NAME.*); a pattern matching no layer is an error")  # fmt: skip
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--out", required=True, help="output folder (checkpoint and report.json)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -61,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} already holds files (another run?): choose a new folder, or pass --resume "
                          "to continue an interrupted run there")  # fmt: skip
     get_method(args.method)
-    qcfg = QuantConfig.preset(args.preset, num_steps=args.steps, first_last_bits=args.first_last_bits)
+    qcfg = QuantConfig.preset(args.preset, num_steps=args.steps, first_last_bits=args.first_last_bits,
+                              layer_bits=parse_layer_bits(args.layer_bits))  # fmt: skip
     if args.groups is not None and not 1 <= args.groups <= args.steps:
         raise ValueError(f"--groups must be in [1, {args.steps}], got {args.groups}")
     # text models (the only ones that take prompts) default to the guidance of their pipelines
     guidance = args.guidance if args.guidance is not None else (7.5 if args.prompts else 1.0)
     sampler = SamplerConfig(num_steps=args.steps, guidance_scale=guidance, seed=args.seed, batch_size=32)
-    calib = CalibConfig(num_samples=args.num_samples, calib_steps=args.calib_steps, timesteps=args.timesteps,
+    calib_steps = args.calib_steps if args.calib_steps is not None else min(10, args.steps)
+    calib = CalibConfig(num_samples=args.num_samples, calib_steps=calib_steps, timesteps=args.timesteps,
                         sampler=sampler, seed=args.seed)  # fmt: skip
     prompts = read_prompts(args.prompts) if args.prompts else None
     model = load_model(args.model or DEFAULT_MODEL, args.null_class)
