@@ -7,11 +7,9 @@ One row per model x method x bit width (schema in ``ROW_FIELDS``), written to
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +18,12 @@ from typing import Any
 import torch
 
 from . import __version__
-from .checkpoint import TENSORS, save_quantized
-from .config import QuantConfig
-from .eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
-from .methods import get_method
+from .compare import CompareConfig, Run, compare_methods
+from .eval.evaluate import EvalConfig, Evaluator
+from .eval.paired import summarize
 from .models.loading import DiffusionModel, is_embedded, load_model
-from .ptq import CalibConfig, run_ptq
+from .ptq import CalibConfig
 from .recon.reconstruct import ReconConfig
-from .sampling import SamplerConfig
 from .utils.resources import machine_description
 from .utils.table import markdown_table
 
@@ -37,6 +33,13 @@ ROW_FIELDS = ("model", "method", "wbits", "abits", "groups", "timesteps", "num_s
               "psnr", "accuracy", "calib_seconds", "peak_mem_mb", "ckpt_bytes")  # fmt: skip
 MAIN_METHODS = ("rtn", "ptq4dm", "qdiffusion", "adpdm")
 ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
+# what the methods' settings were chosen on: never the benchmark's evaluation noise
+TUNED_ON = "reconstruction settings chosen in session 4 on validation noise seed 2 (scripts then: recon_diagnosis)"
+PROTOCOL = (
+    "every method calibrated on the same draws {draws} (calibration noise seeds) and scored on held-out "
+    "evaluation noise seed {seed}; {tuned_on}; conv_in and conv_out at the preset's bits (stricter than the "
+    "field's 8-bit convention), the network output unquantized"
+)
 
 
 @dataclass
@@ -48,23 +51,28 @@ class BenchConfig:
         models: model specs (``embedded:NAME``, unconditional or class-conditional pipeline folders).
         methods: registry names.
         presets: bit-width presets.
-        ablation_models, ablation_presets: where the ablation methods (``methods.ABLATIONS``) run;
-            the main methods run on every model and preset.
+        draws: calibration draws (the calibration noise seeds); every method runs on every draw.
+        ablation_models, ablation_presets: where the ablation methods (``methods.ABLATIONS``) run
+            when asked for; the main methods run on every model and preset.
         groups: G for the grouped methods.
         num_samples: samples per model for the metrics.
         steps: DDIM steps K (deployment schedule and calibration sampler).
-        calib: calibration data settings (its sampler is replaced by one with ``steps``).
+        calib: calibration data settings (its sampler gets ``steps``, the draw's seed, the guidance).
         recon: reconstruction settings (the same budget for every method).
         eval: metric settings.
-        seed: evaluation noise seed (calibration uses ``seed + 1``).
+        seed: evaluation noise seed, held out of the draws.
         null_class: the "no class" label of class-conditional pipeline folders (guidance 2.0
             with it, none without); embedded models know theirs.
+        diagnose: also the teacher-forced per-step output error of every run.
+        fp_floor: FID of FP against FP on independent noise (the floor of FID against FP).
+        tuned_on: what the methods' settings were chosen on (written with the results).
     """
 
     name: str = "full"
     models: tuple[str, ...] = ("embedded:mnist", "embedded:mnist-cond")
-    methods: tuple[str, ...] = MAIN_METHODS + ABLATIONS
+    methods: tuple[str, ...] = MAIN_METHODS
     presets: tuple[str, ...] = ("w8a8", "w6a6", "w4a8")
+    draws: tuple[int, ...] = (1, 2, 3, 4)
     ablation_models: tuple[str, ...] = ("embedded:mnist",)
     ablation_presets: tuple[str, ...] = ("w4a8",)
     groups: int = 4
@@ -75,25 +83,21 @@ class BenchConfig:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ref_num=2000))
     seed: int = 0
     null_class: int | None = None
+    diagnose: bool = False
+    fp_floor: bool = True
+    tuned_on: str = TUNED_ON
 
     def __post_init__(self) -> None:
-        for m in self.methods:
-            get_method(m)
-        for p in self.presets:
-            QuantConfig.preset(p)
-        if self.num_samples < 2:
-            raise ValueError(f"BenchConfig.num_samples must be >= 2, got {self.num_samples}")
-        self.calib = dataclasses.replace(
-            self.calib, sampler=dataclasses.replace(self.calib.sampler, num_steps=self.steps, seed=self.seed + 1)
-        )
+        self.compare("embedded:mnist")  # validates methods, presets, draws and the seeds
+        self.draws = tuple(self.draws)
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
-        """The same table on fewer samples and steps (minutes on 2 CPU cores)."""
+        """The same table on fewer samples and steps and one draw (minutes on 2 CPU cores)."""
         # sized for <= 10 minutes on 2 CPU cores, where the Inception network (~0.5 s per image)
         # dominates: 16 samples (FIDs on so few are only indicative), 10 steps, 10 iterations
         base = dict(
-            name="quick", methods=MAIN_METHODS, num_samples=16, steps=10,
+            name="quick", num_samples=16, steps=10, draws=(1,), fp_floor=False,
             calib=CalibConfig(num_samples=8, calib_steps=4, signature_samples=4),
             recon=ReconConfig(iters=10), eval=EvalConfig(ref_num=200),
         )  # fmt: skip
@@ -106,19 +110,12 @@ class BenchConfig:
         """Whether ``method`` runs on ``model`` at ``preset`` (ablations only where configured)."""
         return method not in ABLATIONS or (model in self.ablation_models and preset in self.ablation_presets)
 
-
-def _ckpt_bytes(model: torch.nn.Module) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        save_quantized(model, tmp)
-        return (Path(tmp) / TENSORS).stat().st_size
-
-
-def _fp_bytes(unet: torch.nn.Module) -> int:
-    from safetensors.torch import save_file
-
-    with tempfile.TemporaryDirectory() as tmp:
-        save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, Path(tmp) / "fp.safetensors")
-        return (Path(tmp) / "fp.safetensors").stat().st_size
+    def compare(self, model: str, methods: tuple[str, ...] | None = None) -> CompareConfig:
+        """The comparison of ``methods`` (default all) on ``model``."""
+        return CompareConfig(methods=self.methods if methods is None else methods, presets=self.presets,
+                             draws=self.draws, eval_seed=self.seed, num_samples=self.num_samples, steps=self.steps,
+                             groups=self.groups, calib=self.calib, recon=self.recon, diagnose=self.diagnose,
+                             fp_floor=self.fp_floor)  # fmt: skip
 
 
 class Results:
@@ -131,56 +128,46 @@ class Results:
             self.data = json.loads(path.read_text())
         self._prior_seconds = float(self.data.get("wall_seconds", 0.0))  # earlier parts of a resumed run
         self._start = time.perf_counter()
-        self.data.update({"config": cfg.to_dict(), "adpdm_version": __version__, "machine": machine_description()})
+        protocol = PROTOCOL.format(seed=cfg.seed, draws=list(cfg.draws), tuned_on=cfg.tuned_on)
+        self.data.update({"config": cfg.to_dict(), "adpdm_version": __version__, "machine": machine_description(),
+                          "protocol": protocol})  # fmt: skip
 
-    def has(self, model: str, method: str, preset: str) -> bool:
+    def has(self, model: str, method: str, preset: str, draw: int | None = None) -> bool:
         return any(r["model"] == model and r["method"] == method and r.get("preset") == preset
-                   for r in self.data["rows"])  # fmt: skip
+                   and r.get("draw") == draw for r in self.data["rows"])  # fmt: skip
 
-    def add(self, row: dict[str, Any], report: dict[str, Any] | None = None) -> None:
+    def add(self, run: Run) -> None:
+        row = run.row
         self.data["rows"].append(row)
-        if report is not None:
-            self.data["reports"][f"{row['model']}|{row['method']}|{row['preset']}"] = report
+        if run.report is not None:
+            self.data["reports"][f"{row['model']}|{row['method']}|{row['preset']}|{row['draw']}"] = run.report
         self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.data["wall_seconds"] = self._prior_seconds + time.perf_counter() - self._start
+        self.data["summary"] = summarize(self.data["rows"])
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         tmp.replace(self.path)
 
 
-def _row(model: str, method: str, qcfg: QuantConfig | None, report: dict | None, res: Any, ckpt: int) -> dict:
-    row = {
-        "model": model, "method": method, "preset": "fp32" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}",
-        "wbits": 32 if qcfg is None else qcfg.wbits, "abits": 32 if qcfg is None else qcfg.abits,
-        "groups": None if report is None else report["quant_config"]["groups"],
-        "timesteps": None if report is None else report["calibration"]["strategy"],
-        "num_samples": res.num_samples, "fid_data": res.fid_data, "fid_fp": res.fid_fp, "psnr": res.psnr,
-        "accuracy": res.accuracy, "calib_seconds": None if report is None else report["calib_seconds"],
-        "peak_mem_mb": None if report is None else report["peak_mem_mb"], "ckpt_bytes": ckpt,
-        "clf_fid_data": res.clf_fid_data, "clf_fid_fp": res.clf_fid_fp,
-    }  # fmt: skip
-    return row
-
-
 def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: bool = False) -> Path:
-    """Run every model x preset x method; returns the results JSON path."""
+    """Run every model x draw x preset x method; returns the results JSON path."""
     out = Path(out_dir)
     results = Results(out / "results" / f"{cfg.name}.json", cfg, resume)
     models = {spec: _load(spec, cfg.null_class) for spec in cfg.models}  # every spec checked before any work
     evaluators = {mnist: Evaluator(dataclasses.replace(cfg.eval, mnist=mnist))
                   for mnist in {is_embedded(spec) for spec in cfg.models}}  # fmt: skip
-    sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.seed)
     # the main methods on every model first, then the ablations (so a cut-short run has the table)
     phases = [tuple(m for m in cfg.methods if m not in ABLATIONS), tuple(m for m in cfg.methods if m in ABLATIONS)]
     for methods in phases:
         for spec, model in models.items():
-            todo = [(p, m) for p in cfg.presets for m in methods
-                    if cfg.runs(spec, p, m) and not results.has(spec, m, p)]  # fmt: skip
+            methods_here = tuple(m for m in methods if any(cfg.runs(spec, p, m) for p in cfg.presets))
+            todo = [(m, p, d) for d in cfg.draws for p in cfg.presets for m in methods_here
+                    if cfg.runs(spec, p, m) and not results.has(spec, m, p, d)]  # fmt: skip
             if todo or not results.has(spec, "fp32", "fp32"):
-                _bench_model(cfg, model, todo, results, evaluators[is_embedded(spec)], sampler, out)
+                _bench_model(cfg, model, methods_here, todo, results, evaluators[is_embedded(spec)], out)
     write_markdown(results.data, out / "results" / f"{cfg.name}.md")
     from .bench_figures import write_figures
 
@@ -200,37 +187,27 @@ def _load(spec: str, null_class: int | None) -> DiffusionModel:
 def _bench_model(
     cfg: BenchConfig,
     model: DiffusionModel,
-    todo: list[tuple[str, str]],
+    methods: tuple[str, ...],
+    todo: list[tuple[str, str, int]],
     results: Results,
     evaluator: Evaluator,
-    sampler: SamplerConfig,
     out: Path,
 ) -> None:
-    """FP row (once) and the (preset, method) rows of ``todo`` for one model; sample grids."""
-    spec, conditional = model.spec, model.kind == "class"
-    msampler = dataclasses.replace(sampler, guidance_scale=model.default_guidance)
-    mcalib = dataclasses.replace(
-        cfg.calib, sampler=dataclasses.replace(cfg.calib.sampler, guidance_scale=msampler.guidance_scale)
-    )
-    fp = sample_models({"fp32": model.unet}, model, cfg.num_samples, msampler)
-    grids = {"fp32": fp["fp32"].images[:64]}
-    if not results.has(spec, "fp32", "fp32"):
-        res = evaluate_against_fp(evaluator, fp, "fp32", conditional)["fp32"]
-        results.add(_row(spec, "fp32", None, None, res, _fp_bytes(model.unet)))
-    for preset, method in todo:
-        qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
-        logger.info("bench: %s %s %s", spec, method, preset)
-        start = time.perf_counter()
-        ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, mcalib, cfg.recon,
-                      groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
-                      progress=False)  # fmt: skip
-        q = sample_models({method: ptq.model}, model, cfg.num_samples, msampler, progress=False)
-        res = evaluate_against_fp(evaluator, {**fp, **q}, "fp32", conditional)[method]
-        row = _row(spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model))
-        row["row_seconds"] = time.perf_counter() - start  # calibration, sampling and metrics
-        results.add(row, ptq.report)
-        grids[f"{method} {preset}"] = q[method].images[:64]
-    key = f"{spec}|{'ablations' if todo and todo[0][1] in ABLATIONS else 'main'}"
+    """FP row (once) and the (method, preset, draw) runs of ``todo`` for one model; sample grids."""
+    spec = model.spec
+    grids: dict[str, torch.Tensor] = {}
+
+    def keep(run: Run) -> None:
+        results.add(run)
+        if run.row["method"] != "fp32" and run.row["draw"] == cfg.draws[0]:
+            grids[f"{run.row['method']} {run.row['preset']}"] = run.images[:64]
+
+    wanted = set(todo)
+    fp = compare_methods(model, cfg.compare(spec, methods), evaluator, keep,
+                         skip=lambda m, p, d: (m, p, d) not in wanted,
+                         fp_row=not results.has(spec, "fp32", "fp32"))  # fmt: skip
+    grids = {"fp32": fp.images[:64], **grids}
+    key = f"{spec}|{'ablations' if methods and methods[0] in ABLATIONS else 'main'}"
     results.data["samples"][key] = _save_grids(grids, out / "figures", key, cfg.name)
     results.save()
 
@@ -245,20 +222,63 @@ def _save_grids(grids: dict[str, torch.Tensor], folder: Path, spec: str, name: s
 
 
 def write_markdown(data: dict[str, Any], path: Path) -> Path:
-    """The results table as markdown, with the settings and the machine."""
-    cols = ("model", "method", "preset", "groups", "timesteps", "fid_data", "fid_fp", "psnr", "accuracy",
-            "clf_fid_data", "calib_seconds", "peak_mem_mb", "ckpt_bytes")  # fmt: skip
-    m = data["machine"]
-    c = data["config"]
+    """The results as markdown: settings, machine, the summary over draws, the paired records, every row."""
+    m, c = data["machine"], data["config"]
     text = (
         f"# Benchmark `{c['name']}`\n\n{c['num_samples']} samples per model, DDIM {c['steps']} steps, "
         f"reconstruction {c['recon']['iters']} iterations per block, G = {c['groups']}, "
         f"FID reference: {c['eval'].get('ref') or str(c['eval']['ref_num']) + ' MNIST test images'}.\n\n"
+        f"Protocol: {data.get('protocol', '')}.\n\n"
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads).\n\n"
         + (f"Wall time of the run: {data['wall_seconds'] / 60:.1f} minutes.\n\n" if "wall_seconds" in data else "")
-        + markdown_table(data["rows"], cols)
-        + "\n"
-    )
+        + "## Over the calibration draws\n\n" + summary_table(data) + "\n\n"
+        + "## Paired records (PSNR; wins out of the common draws, and the verdict on the mean)\n\n"
+        + paired_table(data) + "\n\n## Every run\n\n"
+        + markdown_table(data["rows"], ROW_COLUMNS) + "\n"
+    )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+ROW_COLUMNS = ("model", "method", "preset", "draw", "groups", "fid_data", "fid_fp", "fid_fp_floor", "psnr", "psnr_se",
+               "accuracy", "calib_seconds", "ckpt_bytes")  # fmt: skip
+
+
+def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
+    v = s.get(metric)
+    if v is None:
+        return ""
+    if v["n"] == 1:
+        return f"{v['mean']:.{digits}f}"
+    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}"
+
+
+def summary_table(data: dict[str, Any]) -> str:
+    """Mean ± standard deviation over the draws (min-max of PSNR) per model, preset and method."""
+    lines = ["| model | preset | method | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data | accuracy "
+             "| calib s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in sorted(data.get("summary", []), key=lambda s: (s["model"], s["preset"], s["method"])):
+        p = s.get("psnr")
+        span = f"{p['min']:.2f}-{p['max']:.2f}" if p else ""
+        calib = [r["calib_seconds"] for r in data["rows"] if (r["model"], r["preset"], r["method"])
+                 == (s["model"], s["preset"], s["method"]) and r.get("calib_seconds") is not None]  # fmt: skip
+        lines.append(f"| {s['model']} | {s['preset']} | {s['method']} | {len(s['draws'])} | {_spread(s, 'psnr')} | "
+                     f"{span} | {_spread(s, 'fid_fp')} | {_spread(s, 'fid_data')} | {_spread(s, 'accuracy', 3)} | "
+                     f"{sum(calib) / len(calib) if calib else float('nan'):.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def paired_table(data: dict[str, Any], metric: str = "psnr") -> str:
+    """``wins/n verdict`` of each method (rows) against each other (columns) on ``metric``."""
+    summary = data.get("summary", [])
+    methods = sorted({s["method"] for s in summary})
+    lines = ["| model | preset | method | " + " | ".join(f"vs {m}" for m in methods) + " |",
+             "|---|---|---|" + "---|" * len(methods)]  # fmt: skip
+    for s in sorted(summary, key=lambda s: (s["model"], s["preset"], s["method"])):
+        cells = []
+        for other in methods:
+            rec = s["paired"].get(other, {}).get(metric)
+            cells.append(f"{rec['wins']}/{rec['n']} {rec['verdict']}" if rec else "")
+        lines.append(f"| {s['model']} | {s['preset']} | {s['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

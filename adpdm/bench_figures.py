@@ -19,7 +19,7 @@ def _plt():  # noqa: ANN202
 
 
 def fid_vs_bits(data: dict[str, Any], path: Path, metric: str = "fid_fp") -> Path:
-    """One panel per model: ``metric`` against the weight/activation preset, one line per method."""
+    """One panel per model: ``metric`` (mean ± std over the draws) against the preset, one line per method."""
     plt = _plt()
     rows = [r for r in data["rows"] if r["method"] != "fp32" and r.get(metric) is not None]
     models = sorted({r["model"] for r in rows})
@@ -29,9 +29,13 @@ def fid_vs_bits(data: dict[str, Any], path: Path, metric: str = "fid_fp") -> Pat
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=False):
         for method in sorted({r["method"] for r in rows if r["model"] == model}):
-            ys = [next((r[metric] for r in rows if r["model"] == model and r["method"] == method
-                        and r["preset"] == p), None) for p in presets]  # fmt: skip
-            ax.plot(presets, ys, marker="o", label=method, color=color[method])
+            # mean and spread over the calibration draws
+            vals = [[r[metric] for r in rows if (r["model"], r["method"], r["preset"]) == (model, method, p)]
+                    for p in presets]  # fmt: skip
+            ys = [sum(v) / len(v) if v else None for v in vals]
+            err = [(sum((x - y) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+                   for v, y in zip(vals, ys, strict=True)]  # fmt: skip
+            ax.errorbar(presets, ys, yerr=err, marker="o", label=method, color=color[method], capsize=3)
         ax.set_title(model)
         ax.set_ylabel(metric)
         ax.set_yscale("log")
@@ -74,7 +78,11 @@ def write_figures(data: dict[str, Any], folder: Path, name: str) -> list[Path]:
     """All figures of a results file."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [fid_vs_bits(data, folder / f"{name}_fid_vs_bits.png")]
+    draws = data.get("config", {}).get("draws") or [None]
     for key, report in data.get("reports", {}).items():
+        parts = key.split("|")
+        if len(parts) > 3 and parts[3] != str(draws[0]):
+            continue  # the ranges of the first draw only
         if report.get("method") == "adpdm":
             p = ranges_with_partition(report, folder / f"{name}_{key.replace('|', '_').replace(':', '_')}_ranges.png")
             if p is not None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from cli.test_commands import _tiny_mnist_model
 
-from adpdm import bench
+from adpdm import compare
 from adpdm.bench import ROW_FIELDS, BenchConfig, run_benchmark
 from adpdm.eval import evaluate as evaluate_module
 from adpdm.eval.evaluate import EvalConfig
@@ -37,23 +37,23 @@ def tiny_models(monkeypatch, tmp_path):
 
 def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     seen = []
-    real = bench.sample_models
+    real = compare.sample_models
 
-    def spy(unets, scheduler_config, num, sampler, *args, **kwargs):
+    def spy(unets, model, num, sampler, *args, **kwargs):
         seen.append((tuple(unets), num, sampler))
-        return real(unets, scheduler_config, num, sampler, *args, **kwargs)
+        return real(unets, model, num, sampler, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "sample_models", spy)
+    monkeypatch.setattr(compare, "sample_models", spy)
     cfg = BenchConfig(
         name="tiny", models=("embedded:mnist", "embedded:mnist-cond"), methods=("rtn", "adpdm"),
-        presets=("w8a8", "w4a8"), num_samples=4, steps=3,
+        presets=("w8a8", "w4a8"), num_samples=4, steps=3, draws=(1, 2), fp_floor=False,
         calib=CalibConfig(num_samples=2, calib_steps=2, signature_samples=2),
         recon=ReconConfig(iters=2, batch_size=4), eval=EvalConfig(ref_num=16), groups=2,
     )  # fmt: skip
     path = run_benchmark(cfg, tmp_path)
     data = json.loads(path.read_text())
     rows = data["rows"]
-    assert len(rows) == 2 * (1 + 2 * 2)  # models x (fp + presets x methods)
+    assert len(rows) == 2 * (1 + 2 * 2 * 2)  # models x (fp + draws x presets x methods)
     for row in rows:
         assert set(ROW_FIELDS) <= set(row)
         for key in ("fid_data", "num_samples", "ckpt_bytes"):
@@ -65,19 +65,34 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     # every model of one base model sampled from one sampler config: the same noise
     for spec_guidance in (1.0, 2.0):
         configs = [s for _, _, s in seen if s.guidance_scale == spec_guidance]
-        assert len(configs) == 1 + 2 * 2 and all(c == configs[0] for c in configs)
-    w4 = {r["method"]: r for r in rows if r["preset"] == "w4a8" and r["model"] == "embedded:mnist"}
-    w8 = {r["method"]: r for r in rows if r["preset"] == "w8a8" and r["model"] == "embedded:mnist"}
+        assert len(configs) == 1 + 2 * 2 * 2 and all(c == configs[0] for c in configs) and configs[0].seed == 0
+    w4 = {r["method"]: r for r in rows if r["preset"] == "w4a8" and r["model"] == "embedded:mnist" and r["draw"] == 1}
+    w8 = {r["method"]: r for r in rows if r["preset"] == "w8a8" and r["model"] == "embedded:mnist" and r["draw"] == 1}
     assert w4["rtn"]["ckpt_bytes"] < w8["rtn"]["ckpt_bytes"]
     assert data["machine"]["cores"] and (tmp_path / "results" / "tiny.md").is_file()
     assert data["wall_seconds"] >= sum(r.get("row_seconds", 0.0) for r in rows) > 0
     assert "Wall time of the run" in (tmp_path / "results" / "tiny.md").read_text()
     assert (tmp_path / "figures" / "tiny_fid_vs_bits.png").is_file()
     assert list((tmp_path / "figures").glob("tiny_*_ranges.png"))
+    # the calibration trajectories of draw d come from noise seed d, never the evaluation seed 0
+    for key, report in data["reports"].items():
+        assert report["calibration"]["sampler"]["seed"] == int(key.split("|")[3])
+    # the summary: every (model, preset, method) over both draws, paired with every other method
+    summary = {(s["model"], s["preset"], s["method"]): s for s in data["summary"]}
+    assert len(summary) == 2 * 2 * 2
+    s = summary[("embedded:mnist", "w4a8", "adpdm")]
+    assert s["draws"] == [1, 2] and s["psnr"]["n"] == 2 and s["paired"]["rtn"]["psnr"]["n"] == 2
+    assert "| vs adpdm | vs rtn |" in (tmp_path / "results" / "tiny.md").read_text()
+    # resuming runs nothing that is already there
+    seen.clear()
+    assert json.loads(run_benchmark(cfg, tmp_path, resume=True).read_text())["rows"] == rows
+    assert all(names == ("fp32",) for names, _, _ in seen)
 
 
 def test_quick_config_and_validation():
     quick = BenchConfig.quick()
-    assert quick.num_samples < BenchConfig().num_samples and quick.calib.sampler.num_steps == quick.steps
+    assert quick.num_samples < BenchConfig().num_samples and quick.draws == (1,) and BenchConfig().draws == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match="held out"):
+        BenchConfig(draws=(0, 1))
     with pytest.raises(ValueError, match="unknown method"):
         BenchConfig(methods=("nope",))

@@ -1,9 +1,15 @@
-"""``adpdm bench``: every method side by side on the embedded models (``make bench``) or on yours."""
+"""``adpdm bench``: every method side by side on the embedded models (``make bench``) or on yours.
+
+Its modes: ``--draws N`` compares over N calibration draws (the draw study), ``--diagnose`` adds the
+teacher-forced output error of every sampling step, ``--recon`` / ``--calib`` change the settings
+of every method alike (tune them with ``--seed`` set to validation noise, never on seed 0).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from typing import Any
@@ -21,6 +27,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--methods", help="comma-separated methods")
     parser.add_argument("--presets", help="comma-separated presets")
     parser.add_argument("--num-samples", type=int, help="samples per model")
+    parser.add_argument("--draws", type=int, help="calibration draws: seeds 1..N (default 4, quick 1)")
+    parser.add_argument("--draw-seeds", help="comma-separated calibration seeds instead of 1..N")
+    parser.add_argument("--steps", type=int, help="DDIM steps K (default 20, quick 10)")
+    parser.add_argument("--iters", type=int, help="reconstruction iterations per block (default 50, quick 10)")
+    parser.add_argument("--seed", type=int, help="evaluation noise seed (default 0; tune settings on another)")
+    parser.add_argument("--recon", metavar="JSON", help="ReconConfig overrides, e.g. '{\"lr_rounding\": 1e-3}'")
+    parser.add_argument("--calib", metavar="JSON", help="CalibConfig overrides, e.g. '{\"num_samples\": 32}'")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also the teacher-forced output error of every sampling step of every run")  # fmt: skip
     parser.add_argument("--ref", metavar="PATH", help="FID reference of every model: a folder of images or an .npz "
                         "(default: the MNIST test set for embedded models, none for others)")  # fmt: skip
     parser.add_argument("--null-class", type=int, metavar="N", help="class-conditional pipeline folders: the "
@@ -29,6 +44,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="keep the rows already in the results file")
     parser.set_defaults(func=run)
     return parser
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} must be a JSON object: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +67,30 @@ def run(args: argparse.Namespace) -> int:
         overrides["num_samples"] = args.num_samples
     if args.null_class is not None:
         overrides["null_class"] = args.null_class
+    if args.draws is not None and args.draw_seeds:
+        raise ValueError("pass --draws N or --draw-seeds LIST, not both")
+    if args.draws is not None:
+        if args.draws < 1:
+            raise ValueError(f"--draws must be >= 1, got {args.draws}")
+        overrides["draws"] = tuple(range(1, args.draws + 1))
+    if args.draw_seeds:
+        overrides["draws"] = tuple(int(v) for v in args.draw_seeds.split(",") if v.strip())
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.diagnose:
+        overrides["diagnose"] = True
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    if args.iters is not None:
+        cfg.recon = dataclasses.replace(cfg.recon, iters=args.iters)
+    try:
+        if args.recon:
+            cfg.recon = dataclasses.replace(cfg.recon, **_json_object(args.recon, "--recon"))
+        if args.calib:
+            cfg.calib = dataclasses.replace(cfg.calib, **_json_object(args.calib, "--calib"))
+    except TypeError as err:  # an unknown field
+        raise ValueError(f"--recon / --calib: {err}") from err
     if args.ref:
         cfg.eval = dataclasses.replace(cfg.eval, ref=args.ref)
     path = run_benchmark(cfg, args.out, resume=args.resume)

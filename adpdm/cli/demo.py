@@ -7,22 +7,18 @@ model from the same noise, writes a side-by-side grid and prints a table of metr
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..config import QuantConfig
-from ..eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
+from ..compare import CompareConfig, Run, compare_methods
+from ..eval.evaluate import EvalConfig, Evaluator
 from ..models.loading import load_model
-from ..ptq import CalibConfig, run_ptq
+from ..ptq import CalibConfig
 from ..recon.reconstruct import ReconConfig
-from ..sampling import SamplerConfig, side_by_side
+from ..sampling import side_by_side
 from ..utils.resources import machine_description
 from ..utils.table import markdown_table
 
@@ -49,36 +45,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    methods = [m for m in args.methods.split(",") if m]
-    presets = [QuantConfig.preset(p, num_steps=args.steps) for p in args.presets.split(",") if p]
+    presets = tuple(p for p in args.presets.split(",") if p)
+    cmp = CompareConfig(methods=tuple(m for m in args.methods.split(",") if m), presets=presets, draws=(1,),
+                        eval_seed=0, num_samples=args.num, steps=args.steps, groups=None,
+                        calib=CalibConfig(num_samples=16, calib_steps=min(5, args.steps), signature_samples=4),
+                        recon=ReconConfig(iters=args.iters))  # fmt: skip
     eval_cfg = EvalConfig(ref_num=args.ref_num, inception=not args.no_inception)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model)
-    guidance = 2.0 if model.num_classes is not None else 1.0
-    sampler = SamplerConfig(num_steps=args.steps, guidance_scale=guidance, seed=0)
-    # calibration noise (seed 1) differs from the evaluation noise (seed 0)
-    calib_sampler = dataclasses.replace(sampler, seed=1)
-    calib = CalibConfig(num_samples=16, calib_steps=min(5, args.steps), sampler=calib_sampler, signature_samples=4)
-    recon = ReconConfig(iters=args.iters)
-    unets: dict[str, torch.nn.Module] = {"fp32": model.unet}
-    reports: dict[str, dict] = {}
-    for qcfg in presets:
-        for method in methods:
-            name = f"{method} W{qcfg.wbits}A{qcfg.abits}"
-            logger.info("quantizing: %s", name)
-            res = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, calib, recon,
-                          num_classes=model.num_classes, null_class=model.null_class)  # fmt: skip
-            unets[name], reports[name] = res.model, res.report
-    samples = sample_models(unets, model, args.num, sampler)
-    grid = side_by_side({n: s.images[:64] for n, s in samples.items()}, out / "grid.png")
-    results = evaluate_against_fp(Evaluator(eval_cfg), samples, "fp32", model.num_classes is not None)
-    rows = []
-    for name, res in results.items():
-        row = {"model": name, **res.to_dict()}
-        row["calib_seconds"] = reports.get(name, {}).get("calib_seconds")
-        row["selected_steps"] = reports.get(name, {}).get("selected_steps")
-        rows.append(row)
+    runs: list[Run] = []
+    fp = compare_methods(model, cmp, Evaluator(eval_cfg), runs.append)
+    named = {f"{r.row['method']} {r.row['preset'].upper()}": r for r in runs if r.row["method"] != "fp32"}
+    grid = side_by_side({"fp32": fp.images[:64], **{n: r.images[:64] for n, r in named.items()}}, out / "grid.png")
+    rows = [{**fp.row, "model": "fp32"}] + [{**r.row, "model": n} for n, r in named.items()]
     summary = {"model": args.model, "num_samples": args.num, "steps": args.steps, "ref_num": args.ref_num,
                "rows": rows, "machine": machine_description()}  # fmt: skip
     (out / "results.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The full multi-draw benchmark (issue 14): both embedded models, rtn, ptq4dm, qdiffusion and adpdm at W8A8,
+# W6A6 and W4A8, each on calibration draws 1-4, scored on held-out evaluation noise (seed 0).
+# Results: benchmarks/results/full.{json,md}, figures in benchmarks/figures/. An interrupted run continues
+# where it stopped when this script is run again (every finished row is saved at once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ADPDM=${ADPDM:-.venv/bin/adpdm}
+exec "$ADPDM" bench --resume "$@"
