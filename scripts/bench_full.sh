@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}
+# OpenMP threads that spin while waiting make a run share the 2 cores very badly (a rtn calibration
+# went from 2 s to 99 s beside another job); passive waiting costs little when the machine is idle.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec "$ADPDM" bench --resume "$@"

@@ -13,7 +13,9 @@ import logging
 import sys
 
 # Subcommand modules, in the order `adpdm --help` lists them.
-COMMANDS = ("demo", "train", "quantize", "sample", "evaluate", "bench", "export", "bench_deploy", "fid_stats")
+COMMANDS = (
+    "demo", "train", "quantize", "sample", "evaluate", "analyze", "bench", "export", "bench_deploy", "fid_stats",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
