@@ -122,10 +122,11 @@ def resolve_model(
     if steps is not None and steps != k:
         raise ValueError(f"{quantized} was calibrated for K = {k} sampling steps; pass --steps {k} or leave "
                          f"--steps out (a quantized model samples with the schedule it was calibrated on)")  # fmt: skip
-    if source is None:  # a checkpoint from before the source was recorded
+    if source is None:  # a checkpoint from before the source was recorded: the old default model
         if spec is None:
-            raise ValueError(f"{quantized} does not record its model: pass --model (the model it was quantized from)")
-        return Resolved(load_model(spec, null_class), k)
+            logger.warning("%s does not record its model; assuming %s (pass --model otherwise)", quantized,
+                           DEFAULT_MODEL)  # fmt: skip
+        return Resolved(load_model(spec or DEFAULT_MODEL, null_class), k)
     if null_class is None:
         null_class = source.null_class
     try:

@@ -127,3 +127,14 @@ def test_an_embedded_checkpoint_refuses_another_embedded_model(tiny_embedded, tm
     assert main(["sample", "--quantized", str(q), "--steps", "10", "--out", str(out)]) == 2
     assert not out.exists()
     assert main(["sample", "--quantized", str(q), "--num", "2", "--out", str(out)]) == 0  # K and model from DIR
+
+
+def test_a_checkpoint_without_its_source_samples_with_the_default_model(tiny_embedded, tmp_path, caplog):
+    q = tmp_path / "q"
+    assert main(["quantize", "--method", "rtn", "--out", str(q), *QUICK]) == 0
+    meta = json.loads((q / "quant_config.json").read_text())
+    del meta["source"]  # as written before checkpoints recorded their model
+    (q / "quant_config.json").write_text(json.dumps(meta))
+    assert main(["sample", "--quantized", str(q), "--num", "2", "--out", str(tmp_path / "x.png")]) == 0
+    assert "does not record its model; assuming embedded:mnist" in caplog.text
+    assert main(["sample", "--quantized", str(q), "--steps", "5", "--out", str(tmp_path / "x.png")]) == 2
