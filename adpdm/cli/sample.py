@@ -61,6 +61,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _export_steps(folder: str, steps: int | None) -> int | None:
+    """The K of an export with several timestep groups (its step -> graph table), checked against ``steps``."""
+    from ..deploy.runtime import read_manifest
+
+    table = read_manifest(folder)["step_to_graph"]
+    if not table:
+        return steps  # one graph: any schedule
+    if steps is not None and steps != len(table):
+        raise ValueError(f"{folder} was exported for K = {len(table)} sampling steps; pass --steps {len(table)} or "
+                         "leave --steps out")  # fmt: skip
+    return len(table)
+
+
 def run(args: argparse.Namespace) -> int:
     """Sample ``args.num`` images and write the grid to ``args.out``."""
     onnx = args.backend == "onnxruntime"
@@ -74,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if onnx and state is not None:
         raise ValueError("--backend onnxruntime runs in one process: launch without accelerate")
     device = torch.device("cpu") if onnx else resolve_device(args.device, state)  # ORT returns CPU tensors
-    resolved = resolve_model(args.model, args.quantized, args.steps, args.null_class)
+    steps = args.steps
+    if onnx and not args.quantized:
+        steps = _export_steps(args.onnx, steps)
+    resolved = resolve_model(args.model, args.quantized, steps, args.null_class)
     model = resolved.model
     guidance = args.guidance if args.guidance is not None else (1.0 if model.kind != "text" else 7.5)
     cfg = SamplerConfig(

@@ -170,6 +170,11 @@ def test_export_and_onnxruntime_sampling_of_a_class_model(folders, tmp_path):
     assert main(["sample", "--quantized", str(folders["q_cond"]), "--backend", "onnxruntime", "--onnx", str(onnx),
                  "--num", "2", "--compare", "--out", str(tmp_path / "ort.png")]) == 0  # fmt: skip
     assert main(["export", "--quantized", str(folders["q_cond"]), "--out", str(onnx)]) == 2  # not over a run
+    # the export alone knows its K (2 timestep groups: a step -> graph table of K entries)
+    alone = ["sample", "--model", str(folders["cond"]), "--null-class", "10", "--backend", "onnxruntime", "--onnx",
+             str(onnx), "--num", "2", "--out", str(tmp_path / "alone.png")]  # fmt: skip
+    assert main(alone) == 0
+    assert main([*alone, "--steps", str(2 * K)]) == 2
 
 
 def test_bench_deploy_on_a_pipeline_folder(folders, tmp_path):
