@@ -20,7 +20,7 @@ from ..analysis.report import SensitivityReport
 from ..config import QuantConfig
 from ..generate import read_prompts
 from ..models.loading import load_model
-from .common import add_model_arguments
+from .common import add_model_arguments, check_fresh_folder
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Analyse, print the worst layers (and a suggestion), write the files."""
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} already exists and is not an empty folder: choose a new folder")
+    if out is not None:
+        check_fresh_folder(out)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load_model(args.model or "embedded:mnist", args.null_class)

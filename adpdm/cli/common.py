@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..generate import Conditioning, parse_labels, read_prompts
 
@@ -34,3 +35,9 @@ def conditioning(args: argparse.Namespace) -> Conditioning:
     """The labels and prompts of the parsed arguments (files read and checked here)."""
     prompts = read_prompts(args.prompts) if getattr(args, "prompts", None) else None
     return Conditioning(labels=parse_labels(getattr(args, "labels", None)), prompts=prompts)
+
+
+def check_fresh_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is not an empty folder (it may hold another run)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} already exists and is not an empty folder: choose a new folder")

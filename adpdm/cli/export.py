@@ -17,7 +17,7 @@ from ..generate import Conditioning, check_conditioning
 from ..models.loading import DiffusionModel
 from ..models.source import resolve_model
 from ..sampling import SamplerConfig
-from .common import add_model_arguments
+from .common import add_model_arguments, check_fresh_folder
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise ValueError(f"unknown export format {args.format!r}; supported: {', '.join(FORMATS)}")
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out} already exists and is not an empty folder: choose a new folder")
+    check_fresh_folder(out)
     from .. import load_quantized
     from ..deploy import CalibrationSpec, export_onnx
 
