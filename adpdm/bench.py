@@ -37,8 +37,9 @@ ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
 TUNED_ON = "reconstruction settings chosen in session 4 on validation noise seed 2 (scripts then: recon_diagnosis)"
 PROTOCOL = (
     "every method calibrated on the same draws {draws} (calibration noise seeds) and scored on held-out "
-    "evaluation noise seed {seed}; {tuned_on}; conv_in and conv_out at the preset's bits (stricter than the "
-    "field's 8-bit convention), the network output unquantized"
+    "evaluation noise seed {seed}; {tuned_on}; the field's layer protocol: conv_in and conv_out at 8 bits "
+    "(W8A8) and the network output unquantized, for every method alike, except the presets ending in -strict, "
+    "which quantize conv_in and conv_out at the preset's bits too"
 )
 
 
@@ -71,7 +72,7 @@ class BenchConfig:
     name: str = "full"
     models: tuple[str, ...] = ("embedded:mnist", "embedded:mnist-cond")
     methods: tuple[str, ...] = MAIN_METHODS
-    presets: tuple[str, ...] = ("w8a8", "w6a6", "w4a8")
+    presets: tuple[str, ...] = ("w8a8", "w8a6", "w6a6", "w4a8", "w4a6", "w4a8-strict")
     draws: tuple[int, ...] = (1, 2, 3, 4)
     ablation_models: tuple[str, ...] = ("embedded:mnist",)
     ablation_presets: tuple[str, ...] = ("w4a8",)

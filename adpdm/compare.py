@@ -146,16 +146,17 @@ def _guidance(model: DiffusionModel, cfg: CompareConfig) -> float:
 
 
 def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> Run:  # noqa: ANN001
-    qcfg = QuantConfig.preset(preset, num_steps=cfg.steps)
+    groups = cfg.groups if get_method(method).takes_groups else None
+    qcfg = QuantConfig.preset(preset, num_steps=cfg.steps, groups=groups)
     calib = dataclasses.replace(cfg.calib, sampler=dataclasses.replace(sampler, seed=draw))
     logger.info("compare: %s %s %s, calibration draw %d", model.spec, method, preset, draw)
     start = time.perf_counter()
     ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, calib, cfg.recon,
-                  groups=cfg.groups, num_classes=model.num_classes, null_class=model.null_class,
+                  num_classes=model.num_classes, null_class=model.null_class,
                   progress=False)  # fmt: skip
     q = sample_models({method: ptq.model}, model, cfg.num_samples, sampler, progress=False)
     res = evaluate_against_fp(evaluator, {"fp32": fp, **q}, "fp32", model.kind == "class")[method]
-    row = make_row(model.spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model))
+    row = make_row(model.spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model), preset)
     row.update(draw=draw, eval_seed=cfg.eval_seed, psnr_se=_psnr_se(q[method].images, fp.images))
     if held_out is not None:
         row.update(_step_errors(ptq.model, *held_out))
@@ -218,10 +219,16 @@ def _step_errors(unet: torch.nn.Module, data: Any, ref: torch.Tensor, sens: torc
     return {"step_error": err.tolist(), "trajectory_error": float((err.double() * sens.double().pow(2)).sum())}
 
 
-def make_row(spec: str, method: str, qcfg: QuantConfig | None, report: dict | None, res: Any, ckpt: int) -> dict:
+def make_row(
+    spec: str, method: str, qcfg: QuantConfig | None, report: dict | None, res: Any, ckpt: int,
+    preset: str | None = None,
+) -> dict:  # fmt: skip
     """The fields every comparison row has (the ``fp32`` row has no config or report)."""
+    if preset is None:
+        preset = "fp32" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}"
     return {
-        "model": spec, "method": method, "preset": "fp32" if qcfg is None else f"w{qcfg.wbits}a{qcfg.abits}",
+        "model": spec, "method": method, "preset": preset,
+        "protocol": None if qcfg is None else qcfg.protocol,
         "wbits": 32 if qcfg is None else qcfg.wbits, "abits": 32 if qcfg is None else qcfg.abits,
         "groups": None if report is None else report["quant_config"]["groups"],
         "timesteps": None if report is None else report["calibration"]["strategy"],

@@ -33,6 +33,17 @@ def _check_bits(name: str, value: Any, allow_16: bool) -> None:
 
 LayerBits = tuple[tuple[str, int, int], ...]
 
+# The fields a method's recipe decides (adpdm.methods); None in a QuantConfig means "not set".
+# Values used where no method decides them (adpdm.quantize_model on its own):
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "groups": 1,
+    "partition": "shared",
+    "weight_init": "lp",
+    "act_init": "lp",
+    "lp_norm": 2.4,
+    "split_skip": True,
+}
+
 
 def _normalise_layer_bits(value: Any) -> LayerBits:
     """``layer_bits`` as a tuple of ``(pattern, wbits, abits)`` tuples (JSON gives lists), validated."""
@@ -98,6 +109,9 @@ class QuantConfig:
         abits: activation bit width, 2-8 (16 allowed).
         softmax_bits: bit width of the attention softmax output (unsigned), default 8, up to 16.
         groups: number G of timestep groups of activation quantization parameters (1 = shared).
+            This field and ``partition``, ``weight_init``, ``act_init``, ``lp_norm``, ``split_skip``
+            are a method's recipe: ``None`` (the default) lets the method decide; a value that
+            conflicts with the method's recipe is an error (:meth:`adpdm.methods.MethodSpec.quant_config`).
         num_steps: number K of sampling steps of the deployment schedule (e.g. DDIM 100).
         partition: "shared" (one step->group table for the whole network) or "per_layer".
         weight_symmetric: symmetric (signed) weight codes instead of asymmetric, default False.
@@ -106,8 +120,10 @@ class QuantConfig:
         act_init: activation range initialisation, "lp" or "minmax".
         lp_norm: the p of the Lp range search, default 2.4.
         first_last_bits: weight bits of the first and last layer (``conv_in``, ``conv_out``), whose
-            activation bits become ``max(first_last_bits, abits)`` (None: same as the others; 8
-            keeps them at 8 bits).
+            activation bits become ``max(first_last_bits, abits)``. Default 8: the field's protocol
+            (BRECQ, Q-Diffusion and their descendants keep these two layers at 8 bits; the network
+            output is never quantized). ``None`` quantizes them like every other layer (the
+            "strict" setting, presets ``*-strict``).
         layer_bits: ``(pattern, wbits, abits)`` entries: layers whose module name matches the
             fnmatch ``pattern`` get these bit widths (abits 16: input not quantized). The first
             matching entry wins, over ``first_last_bits`` and ``wbits`` / ``abits``; an entry
@@ -127,17 +143,17 @@ class QuantConfig:
     wbits: int = 8
     abits: int = 8
     softmax_bits: int = 8
-    groups: int = 1
+    groups: int | None = None
     num_steps: int = 100
-    partition: str = "shared"
+    partition: str | None = None
     weight_symmetric: bool = False
     act_symmetric: bool = False
-    weight_init: str = "lp"
-    act_init: str = "lp"
-    lp_norm: float = 2.4
-    first_last_bits: int | None = None
+    weight_init: str | None = None
+    act_init: str | None = None
+    lp_norm: float | None = None
+    first_last_bits: int | None = 8
     quantize_attention: bool = True
-    split_skip: bool = True
+    split_skip: bool | None = None
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = field(default_factory=tuple)
     reservoir: int = 2048
@@ -150,11 +166,14 @@ class QuantConfig:
             _check_range("abits", self.abits, 2, 8)
         _check_range("softmax_bits", self.softmax_bits, 2, 16)
         _check_range("num_steps", self.num_steps, 1, 100_000)
-        _check_range("groups", self.groups, 1, self.num_steps)
-        _check_choice("partition", self.partition, ("shared", "per_layer"))
-        _check_choice("weight_init", self.weight_init, ("lp", "minmax"))
-        _check_choice("act_init", self.act_init, ("lp", "minmax"))
-        _check_range("lp_norm", self.lp_norm, 1.0, 10.0)
+        if self.groups is not None:
+            _check_range("groups", self.groups, 1, self.num_steps)
+        _check_choice("partition", self.partition, (None, "shared", "per_layer"))
+        _check_choice("weight_init", self.weight_init, (None, "lp", "minmax"))
+        _check_choice("act_init", self.act_init, (None, "lp", "minmax"))
+        if self.lp_norm is not None:
+            _check_range("lp_norm", self.lp_norm, 1.0, 10.0)
+        _check_choice("split_skip", self.split_skip, (None, True, False))
         if self.first_last_bits is not None:
             _check_range("first_last_bits", self.first_last_bits, 2, 8)
         _check_range("reservoir", self.reservoir, 16, 1 << 20)
@@ -191,20 +210,54 @@ class QuantConfig:
                 return abits
         return self.abits
 
+    @property
+    def protocol(self) -> str:
+        """The layer protocol in words, for tables and reports."""
+        if self.first_last_bits is None:
+            return "strict: first and last layer quantized like the others"
+        return (
+            f"first and last layer W{self.first_last_bits}A{max(self.first_last_bits, self.abits)}, output unquantized"
+        )
+
+    def is_resolved(self) -> bool:
+        """Whether every recipe field (see :data:`RECIPE_DEFAULTS`) has a value."""
+        return all(getattr(self, name) is not None for name in RECIPE_DEFAULTS)
+
+    def resolved(self) -> QuantConfig:
+        """A copy whose unset recipe fields take the library defaults (:data:`RECIPE_DEFAULTS`).
+
+        A method (:mod:`adpdm.methods`) sets them from its recipe instead; :func:`adpdm.quantize_model`
+        resolves what is still unset this way."""
+        unset = {name: value for name, value in RECIPE_DEFAULTS.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
+
     PRESETS = {
         "w8a8": {"wbits": 8, "abits": 8},
+        "w8a6": {"wbits": 8, "abits": 6},
         "w6a6": {"wbits": 6, "abits": 6},
         "w4a8": {"wbits": 4, "abits": 8},
+        "w4a6": {"wbits": 4, "abits": 6},
         "w4a16": {"wbits": 4, "abits": 16},
     }
+    STRICT_SUFFIX = "-strict"
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        """Every preset name: the bit widths, and each with ``-strict`` (first and last layer too)."""
+        return sorted(cls.PRESETS) + sorted(p + cls.STRICT_SUFFIX for p in cls.PRESETS)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> QuantConfig:
-        """A named preset (``w8a8``, ``w6a6``, ``w4a8``, ``w4a16``) with optional field overrides."""
+        """A named preset (``w8a8``, ``w8a6``, ``w6a6``, ``w4a8``, ``w4a6``, ``w4a16``) with optional
+        field overrides. The first and last layer stay at 8 bits (the field's protocol); the
+        ``-strict`` variants (``w4a8-strict``) quantize them to the preset's bits too."""
         key = name.lower()
-        if key not in cls.PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[key], **overrides})
+        strict = key.endswith(cls.STRICT_SUFFIX)
+        base = key.removesuffix(cls.STRICT_SUFFIX)
+        if base not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {cls.preset_names()}")
+        fields = {**cls.PRESETS[base], **({"first_last_bits": None} if strict else {})}
+        return cls(**{**fields, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict tagged with the type and format version."""

@@ -232,7 +232,6 @@ def quantize_pipeline(
     prompts: Sequence[str] | None = None,
     calib: CalibConfig | None = None,
     recon: ReconConfig | None = None,
-    groups: int | None = None,
     guidance_scale: float = 7.5,
     out_dir: str | None = None,
     progress: bool = True,
@@ -248,7 +247,7 @@ def quantize_pipeline(
     calib = calib or CalibConfig(calib_steps=min(10, cfg.num_steps))
     calib = dataclasses.replace(calib, sampler=dataclasses.replace(calib.sampler, num_steps=cfg.num_steps))
     data = record_pipeline(pipe, cfg.num_steps, calib.num_samples, prompts, guidance_scale, seed=calib.sampler.seed)
-    result = run_ptq(unet, dict(pipe.scheduler.config), method, cfg, calib, recon, groups=groups, data=data,
+    result = run_ptq(unet, dict(pipe.scheduler.config), method, cfg, calib, recon, data=data,
                      out_dir=out_dir, progress=progress)  # fmt: skip
     track_steps(pipe)
     return result

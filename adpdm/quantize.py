@@ -88,7 +88,8 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
 
     Args:
         model: a diffusers ``UNet2DModel`` or ``UNet2DConditionModel``.
-        cfg: the quantization config.
+        cfg: the quantization config; recipe fields left unset take the library defaults
+            (:meth:`QuantConfig.resolved`), and the model keeps the resolved config.
 
     Returns:
         The same model object.
@@ -96,6 +97,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     check_supported(model)
     if is_quantized(model):
         raise ValueError("model is already quantized")
+    cfg = cfg.resolved()
     layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear) and _selected(n, cfg)]
     attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, Attention) and _selected(n, cfg)]
     if not cfg.quantize_attention:

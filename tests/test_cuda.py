@@ -23,8 +23,8 @@ def _run(method: str, device: str):
     sampler = SamplerConfig(num_steps=K, batch_size=4)
     calib = CalibConfig(num_samples=3, calib_steps=2, sampler=sampler, signature_samples=2)
     recon = ReconConfig(iters=4, batch_size=4, capture_batch=8)
-    qcfg = adpdm.QuantConfig.preset("w4a8", num_steps=K)
-    return run_ptq(unet, SCHED, method, qcfg, calib, recon, groups=2, device=device, progress=False).model
+    qcfg = adpdm.QuantConfig.preset("w4a8", num_steps=K, groups=2 if method == "adpdm" else None)
+    return run_ptq(unet, SCHED, method, qcfg, calib, recon, device=device, progress=False).model
 
 
 @pytest.mark.parametrize("method", ["rtn", "qdiffusion", "adpdm"])

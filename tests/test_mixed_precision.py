@@ -57,7 +57,8 @@ def test_bits_for_precedence():
     assert QuantConfig.preset("w4a16", first_last_bits=8).bits_for("conv_in") == (8, 16)
     assert QuantConfig.preset("w8a8", first_last_bits=4).bits_for("conv_out") == (4, 8)
     assert QuantConfig.preset("w4a8", first_last_bits=6).bits_for("conv_out.x") == (4, 8)
-    assert QuantConfig.preset("w6a6").bits_for("conv_in") == (6, 6)
+    assert QuantConfig.preset("w6a6").bits_for("conv_in") == (8, 8)  # the field's protocol by default
+    assert QuantConfig.preset("w6a6-strict").bits_for("conv_in") == (6, 6)
 
 
 def test_attention_abits_rule():
@@ -120,7 +121,7 @@ def test_json_round_trip():
 def test_every_method_keeps_layer_bits():
     cfg = QuantConfig.preset("w4a8", num_steps=10, layer_bits=MIXED)
     for spec in METHODS.values():
-        assert spec.quant_config(cfg, groups=2).layer_bits == MIXED, spec.name
+        assert spec.quant_config(cfg).layer_bits == MIXED, spec.name
 
 
 def test_quantize_model_gives_matched_layers_their_bits():
@@ -247,7 +248,7 @@ def test_cli_layer_bits_reach_the_checkpoint(tmp_path, caplog):
     assert meta["quant_config"]["layer_bits"] == [["mid_block.*", 8, 8], ["conv_out", 8, 16]]
     loaded = adpdm.load_quantized(out)
     assert loaded.mid_block.resnets[0].conv1.weight_quant.bits == 8 and loaded.conv_out.input_quant is None
-    assert loaded.conv_in.weight_quant.bits == 4
+    assert loaded.conv_in.weight_quant.bits == 8  # the field's protocol: first and last layer at 8 bits
     assert main([*args, "--layer-bits", "mid_blok.*=W8A8", "--out", str(tmp_path / "typo")]) == 2
     assert "'mid_blok.*' matches no quantized layer" in caplog.text
     assert main([*args, "--layer-bits", "mid_block.*=8", "--out", str(tmp_path / "bad")]) == 2

@@ -71,8 +71,8 @@ def test_quantize_pipeline_in_place_then_save_and_load(tmp_path, kind: str) -> N
     fp = _run(pipe)
     calib = CalibConfig(num_samples=3, calib_steps=2, signature_samples=2)
     recon = ReconConfig(iters=3, batch_size=4, capture_batch=8)
-    qcfg = adpdm.QuantConfig.preset("w8a8", num_steps=K)
-    result = adpdm.quantize_pipeline(pipe, qcfg, "adpdm", calib=calib, recon=recon, groups=2, progress=False)
+    qcfg = adpdm.QuantConfig.preset("w8a8", num_steps=K, groups=2)
+    result = adpdm.quantize_pipeline(pipe, qcfg, "adpdm", calib=calib, recon=recon, progress=False)
     assert result.model is pipe.unet and adpdm.get_state(pipe.unet) == adpdm.QuantState.FROZEN
     q = _run(pipe)
     assert torch.isfinite(q).all() and (q - fp).abs().mean() < 0.25  # a random tiny UNet, 4 steps
@@ -111,8 +111,8 @@ def test_stable_diffusion_pipeline_records_both_branches_and_round_trips(tmp_pat
     assert data.cond["encoder_hidden_states"].shape == (len(data), 16, 16)
     calib = CalibConfig(num_samples=3, calib_steps=2, signature_samples=2)
     recon = ReconConfig(iters=2, batch_size=4, capture_batch=8)
-    qcfg = adpdm.QuantConfig.preset("w8a8", num_steps=K)
-    adpdm.quantize_pipeline(pipe, qcfg, "adpdm", prompts=prompts, calib=calib, recon=recon, groups=2,
+    qcfg = adpdm.QuantConfig.preset("w8a8", num_steps=K, groups=2)
+    adpdm.quantize_pipeline(pipe, qcfg, "adpdm", prompts=prompts, calib=calib, recon=recon,
                             guidance_scale=5.0, progress=False)  # fmt: skip
     q = run()
     assert torch.isfinite(q).all()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..context import step_context
 from ..sampling import DenoiserInputs, SamplerConfig, sample
 
 logger = logging.getLogger(__name__)
@@ -171,3 +172,14 @@ def concat(parts: list[CalibrationSet]) -> CalibrationSet:
 def describe(calib: CalibrationSet) -> dict[str, Any]:
     """A JSON-ready summary for reports."""
     return {"rows": len(calib), "steps": sorted(set(calib.step.tolist())), "trajectories": int(calib.sample.max()) + 1}
+
+
+@torch.no_grad()
+def forward_rows(model: torch.nn.Module, calib: CalibrationSet, batch: int, device: torch.device) -> torch.Tensor:
+    """The denoiser's output on every row of ``calib`` (in order, on the CPU), each in its step context."""
+    outs = []
+    for rows in calib.batches(batch):
+        x, t, step, cond = calib.model_inputs(rows, device)
+        with step_context(step.to(device)):
+            outs.append(model(x, t, **cond).sample.float().cpu())
+    return torch.cat(outs)

@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "per sampling step; also the error with everything quantized and the per-step activation ranges.",
     )
     add_model_arguments(parser, quantized=False)
-    parser.add_argument("--preset", default="w6a6", choices=sorted(QuantConfig.PRESETS), help="(default w6a6)")
+    parser.add_argument("--preset", default="w6a6", choices=QuantConfig.preset_names(), help="(default w6a6)")
     parser.add_argument("--steps", type=int, default=20, help="DDIM sampling steps K (default 20)")
     parser.add_argument("--num-samples", type=int, default=8, help="FP trajectories recorded (default 8)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the model's, 2.0 class, 7.5 text)")

@@ -1,4 +1,4 @@
-"""Per-output-channel weight quantizer with nearest or learned (AdaRound) rounding."""
+"""Per-output-channel weight quantizer with nearest or learned (AdaRound / SignRound) rounding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..state import QuantState
-from ..tensor import adaround
+from ..tensor import adaround, signround
 from ..tensor.fake_quant import (
     dequantize,
     fake_quantize,
@@ -17,9 +17,17 @@ from ..tensor.fake_quant import (
     quantize,
 )
 
+ROUNDINGS = ("adaround", "sign")
+HARD_LOGIT = 10.0  # |V| with h(V) exactly 0 or 1: a decided AdaRound variable (h(10) = clamp(1.0999) = 1)
+
 
 class WeightQuantizer(nn.Module):
     """Asymmetric (or symmetric) per-output-channel quantizer of a weight tensor.
+
+    ``rounding`` holds the learned rounding variables, read by ``rounding_mode``: AdaRound logits V
+    (soft codes while reconstructing, ``V >= 0`` otherwise) or SignRound offsets v (always hard:
+    ``round(w / s + v)``). A decided rounding is stored as AdaRound logits ``+-HARD_LOGIT``, the
+    form every later step (other units' reconstruction, resume, :func:`adpdm.freeze`) reads.
 
     Args:
         bits: bit width.
@@ -34,7 +42,8 @@ class WeightQuantizer(nn.Module):
         self.qmin, self.qmax = qrange(bits, symmetric)
         self.register_buffer("scale", torch.empty(0))
         self.register_buffer("zero_point", torch.empty(0))
-        self.rounding: nn.Parameter | None = None  # AdaRound logits V, same shape as the weight
+        self.rounding: nn.Parameter | None = None  # learned rounding variables, same shape as the weight
+        self.rounding_mode = "adaround"
         self.state = QuantState.FP
 
     @property
@@ -53,15 +62,67 @@ class WeightQuantizer(nn.Module):
 
     def enable_adaround(self, w: torch.Tensor) -> nn.Parameter:
         """Start learned rounding from the fractional part of ``w / scale``; returns V."""
-        self.rounding = nn.Parameter(adaround.init_logits(w.detach(), self.scale))
+        return self.enable_rounding(w, "adaround")
+
+    def enable_rounding(self, w: torch.Tensor, mode: str) -> nn.Parameter:
+        """Start learned rounding of ``mode``: AdaRound from the FP weights (soft weights equal ``w``),
+        SignRound from ``v = 0`` (round to nearest). Returns the rounding parameter."""
+        if mode not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {mode!r}")
+        w = w.detach()
+        init = adaround.init_logits(w, self.scale) if mode == "adaround" else torch.zeros_like(w)
+        self.rounding = nn.Parameter(init)
+        self.rounding_mode = mode
         return self.rounding
+
+    @torch.no_grad()
+    def set_rounding_up(self, w: torch.Tensor, up: torch.Tensor) -> None:
+        """Decided rounding: ``floor(w / s) + 1`` where ``up``, ``floor(w / s)`` elsewhere."""
+        logits = torch.where(up, HARD_LOGIT, -HARD_LOGIT).to(w.dtype)
+        if self.rounding is None or self.rounding.shape != w.shape:
+            self.rounding = nn.Parameter(logits)
+        else:
+            self.rounding.data.copy_(logits)
+        self.rounding.requires_grad_(False)
+        self.rounding_mode = "adaround"
+
+    @torch.no_grad()
+    def set_nearest(self, w: torch.Tensor) -> None:
+        """Decided rounding equal to round-to-nearest (the codes of ``quantize``, ties to even)."""
+        x = w / self.scale
+        self.set_rounding_up(w, torch.round(x) > torch.floor(x))
+
+    @torch.no_grad()
+    def harden(self, w: torch.Tensor) -> None:
+        """Decide every rounding variable as :meth:`codes` does now (no change to the codes)."""
+        if self.rounding is not None:
+            self.set_rounding_up(w, self._round_up(w))
+
+    def _round_up(self, w: torch.Tensor) -> torch.Tensor:
+        if self.rounding_mode == "sign":
+            x = w / self.scale
+            return torch.round(x + self.rounding) > torch.floor(x)
+        return self.rounding >= 0
+
+    @torch.no_grad()
+    def undecided(self) -> torch.Tensor | None:
+        """Boolean mask of the AdaRound variables with h(V) in (0.01, 0.99); None without AdaRound.
+        SignRound variables are always decided (its forward pass is hard)."""
+        if self.rounding is None:
+            return None
+        if self.rounding_mode == "sign":
+            return torch.zeros_like(self.rounding, dtype=torch.bool)
+        h = adaround.rectified_sigmoid(self.rounding)
+        return (h > 0.01) & (h < 0.99)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Fake-quantized weight: soft AdaRound while reconstructing, hard rounding otherwise."""
         if self.rounding is None:
             return fake_quantize(w, self.scale, self.zero_point, self.qmin, self.qmax)
-        w_floor = torch.floor(w.detach() / self.scale)
+        if self.rounding_mode == "sign":
+            return signround.fake_quantize(w.detach(), self.scale, self.zero_point, self.rounding, self.qmin, self.qmax)
         if self.state == QuantState.RECONSTRUCTING:
+            w_floor = torch.floor(w.detach() / self.scale)
             codes = adaround.soft_codes(w_floor, self.rounding, self.zero_point, self.qmin, self.qmax)
             return (codes - self.zero_point) * self.scale
         return dequantize(self.codes(w), self.scale, self.zero_point)
@@ -71,12 +132,14 @@ class WeightQuantizer(nn.Module):
         """Integer codes of ``w`` (a float tensor of integers in [qmin, qmax])."""
         if self.rounding is None:
             return quantize(w, self.scale, self.zero_point, self.qmin, self.qmax)
+        if self.rounding_mode == "sign":
+            return signround.codes(w, self.scale, self.zero_point, self.rounding, self.qmin, self.qmax)
         w_floor = torch.floor(w / self.scale)
         return adaround.hard_codes(w_floor, self.rounding, self.zero_point, self.qmin, self.qmax)
 
     def regularizer(self, beta: float) -> torch.Tensor:
-        """AdaRound rounding regulariser (0 when no learned rounding is active)."""
-        if self.rounding is None:
+        """AdaRound rounding regulariser (0 when no learned AdaRound rounding is active)."""
+        if self.rounding is None or self.rounding_mode != "adaround":
             return self.scale.new_zeros(())
         return adaround.rounding_regularizer(self.rounding, beta)
 

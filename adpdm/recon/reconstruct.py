@@ -1,20 +1,30 @@
-"""Block-wise reconstruction with learned rounding, group scales and the step->group search.
+"""Block-wise reconstruction with learned rounding, activation scales and the step->group search.
 
-For each unit b in execution order (method.md sections 2 and 4), minimise over the AdaRound
-logits V, the activation scales s_{a,g} of the unit's quantizers, and the group logits alpha:
+For each unit b in execution order (method.md sections 2 and 4), minimise over the learned
+rounding of its weights, the activation scales s_{a,g} of its quantizers and (when searching)
+the group logits alpha (:mod:`.group_search`):
 
     L_b = mean_rows sum_c (F_b(x) - F^q_b(x^q))^2        discretisation error (BRECQ form)
-        + rho * sum_V (1 - |2 h(V) - 1|^beta)             rounding regulariser, beta 20 -> 2
-        + lambda * L_b(0) * mean_k H(softmax(alpha_k / tau))   entropy of the group weights
+        + rho * sum_V (1 - |2 h(V) - 1|^beta)             AdaRound only: regulariser, beta 20 -> 2
+        + lambda * L_b(0) * mean_k H(softmax(alpha_k / tau))   group entropy (see group_search)
 
 x^q are the unit's inputs in the quantized model (earlier units already reconstructed), F_b(x)
-the FP model's outputs. The entropy term is scaled by the unit's initial error L_b(0) so that
-one lambda suits units of very different output magnitude (our choice; the paper gives none).
-tau is annealed over the whole run; after every unit the hard table follows argmax alpha.
+the FP model's outputs. The rounding is SignRound by default (:mod:`adpdm.tensor.signround`:
+hard in every forward pass, so what is optimised is what is deployed, starting at round to
+nearest); AdaRound (:mod:`adpdm.tensor.adaround`, the papers' recipe) optimises soft weights
+that start at the FP weights and are hardened at the end.
+
+No unit ends worse than it started on calibration rows it was not fitted to. Its rows are split
+into fit rows (the only ones the optimisation sees) and held-out rows (whole trajectories when
+there are several). Errors are measured as :func:`adpdm.freeze` deploys the unit: hard rounding,
+hard step->group table. The start is round to nearest with the scales and table the unit came
+with; the optimised result is hardened and kept only if its held-out error is below the start's,
+else the start is restored exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -29,15 +39,19 @@ from ..models.units import Unit
 from ..nn.act_quant import ActQuantizer
 from ..nn.layers import QuantLayer
 from ..nn.partition import StepPartition
-from ..quantize import PARTITION_ATTR, quantization_disabled, set_state
+from ..nn.weight_quant import ROUNDINGS
+from ..quantize import quantization_disabled, set_state
 from ..state import QuantState
-from ..tensor.adaround import BetaSchedule, cosine_anneal
+from ..tensor import signround
+from ..tensor.adaround import BetaSchedule
 from .capture import UnitInputs, capture_inputs, capture_outputs, unit_forward
+from .group_search import GroupSearch, restore_partitions, searched_partitions, snapshot_partitions
 
 logger = logging.getLogger(__name__)
 
 
 STEP_WEIGHTINGS = ("uniform", "sampler")
+SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 
 
 @dataclass
@@ -47,7 +61,8 @@ class ReconConfig:
     Args:
         iters: optimisation iterations per unit.
         batch_size: calibration rows per iteration.
-        lr_rounding: Adam learning rate of the AdaRound logits.
+        lr_rounding: Adam learning rate of the AdaRound logits (SignRound takes signed steps of
+            ``1 / iters`` decayed linearly to 0, Cheng et al. 2023).
         lr_scale: Adam learning rate of activation scales, relative to each scale's size. Adam moves
             a scale by about this fraction every iteration whatever the gradient's size, so 1e-3
             drifted every scale by ~5% in 50 iterations and lost 5-10 dB at W6A6 for both
@@ -55,15 +70,24 @@ class ReconConfig:
             W6A6 on validation noise (``benchmarks/results/recon_sweep``, seed 2; the benchmark
             samples with seed 0). Q-Diffusion's 4e-5 absolute is of this order for its scales.
         lr_alpha: Adam learning rate of the group logits.
-        rho: weight of the rounding regulariser.
+        rho: weight of the AdaRound regulariser.
         entropy_weight: lambda, weight of the group-weight entropy (relative to the unit's error).
         tau_start: softmax temperature at the start of the search.
         tau_end: temperature at the end.
-        learn_rounding: learn AdaRound rounding (else round to nearest).
+        learn_rounding: learn the weight rounding (else round to nearest).
+        rounding: "sign" (SignRound: a learned offset in [-0.5, 0.5] before a straight-through round,
+            always hard) or "adaround" (soft rectified-sigmoid rounding, hardened at the end). With
+            qdiffusion on embedded:mnist, validation noise, draws 1-2, 50 and 200 iterations, sign beat
+            adaround in 9 of 12 pairs, by 2.0 dB PSNR on average (W8A8 +2.5 to +5.1, W4A8 +2.0 to
+            +5.4; W6A6 -5.2 to +1.3). AdaRound left 87% of its variables undecided after 50 iterations
+            (24-32% after 200) and its hard weights had up to 2.3x the error of its soft ones at W4A8
+            (``benchmarks/results/rounding_study.json``).
         learn_act_scales: learn activation scales (LSQ).
-        search_groups: run the differentiable step->group search.
+        holdout: fraction of each unit's calibration trajectories (of its rows if there is only one
+            trajectory) held out of the optimisation to decide whether the result is kept; 0 decides
+            on the fit rows themselves.
         capture_batch: batch size of the capture forward passes.
-        seed: seed of the row sampling (per unit: seed + unit index).
+        seed: seed of the row sampling and of the held-out split (per unit: seed and unit index).
         step_weighting: "uniform" (every calibration row counts alike, the papers' loss) or
             "sampler": each row's error is weighted by ``b_k^2`` of its step k, how far an output
             error at step k moves the sampler's next state (:func:`adpdm.sampling.eps_sensitivity`;
@@ -80,8 +104,9 @@ class ReconConfig:
     tau_start: float = 1.0
     tau_end: float = 0.1
     learn_rounding: bool = True
+    rounding: str = "sign"
     learn_act_scales: bool = True
-    search_groups: bool = False
+    holdout: float = 0.25
     capture_batch: int = 64
     seed: int = 0
     step_weighting: str = "uniform"
@@ -91,6 +116,10 @@ class ReconConfig:
             raise ValueError(
                 f"ReconConfig.step_weighting must be one of {STEP_WEIGHTINGS}, got {self.step_weighting!r}"
             )
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"ReconConfig.rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"ReconConfig.holdout must be in [0, 1), got {self.holdout}")
         for name in ("iters", "batch_size", "capture_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ReconConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -107,7 +136,14 @@ class ReconConfig:
 
 @dataclass
 class UnitLoss:
-    """Losses of one unit: reconstruction error before and after, and the final total."""
+    """One unit's reconstruction, every error measured with hard rounding and the hard table.
+
+    ``rec_before`` / ``rec_after``: held-out error at the start / of what is kept (never above the
+    start); ``fit_before`` / ``fit_after``: error on the fit rows at the start / of the reconstructed
+    result; ``heldout_reconstructed``: held-out error of the reconstructed result, kept or not;
+    ``kept``: "start" or "reconstructed"; ``undecided``: share of AdaRound variables with h(V) in
+    (0.01, 0.99) before hardening (0 for SignRound, None without learned rounding).
+    """
 
     name: str
     kind: str
@@ -115,6 +151,31 @@ class UnitLoss:
     rec_after: float
     seconds: float
     capture_seconds: float = 0.0  # part of ``seconds`` spent running the model to capture inputs/targets
+    fit_before: float = 0.0
+    fit_after: float = 0.0
+    heldout_reconstructed: float = 0.0
+    kept: str = "start"
+    undecided: float | None = None
+
+
+def holdout_split(calib: CalibrationSet, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fit rows, held-out rows)``: about ``fraction`` of the trajectories (``calib.sample``) held out
+    whole, at least one and never all; by row if there is one trajectory. ``fraction`` 0, or a single
+    row, gives every row to both."""
+    rows = torch.arange(len(calib))
+    sample = getattr(calib, "sample", None)
+    keys = sample if sample is not None and len(torch.unique(sample)) > 1 else rows
+    ids = torch.unique(keys)
+    if fraction == 0 or len(ids) < 2:
+        return rows, rows
+    n_held = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+    held = torch.isin(keys, ids[perm[:n_held]])
+    return rows[~held], rows[held]
+
+
+def _unit_seed(cfg: ReconConfig, index: int) -> int:
+    return cfg.seed * 100_003 + index
 
 
 def _unit_members(unit: torch.nn.Module) -> tuple[list[QuantLayer], list[ActQuantizer]]:
@@ -123,30 +184,46 @@ def _unit_members(unit: torch.nn.Module) -> tuple[list[QuantLayer], list[ActQuan
     return layers, quantizers
 
 
-def _param_groups(
-    layers: list[QuantLayer], quantizers: list[ActQuantizer], parts: list[StepPartition], cfg: ReconConfig
-) -> list[dict]:
-    groups = []
-    if cfg.learn_rounding:
-        for layer in layers:
-            if layer.weight_quant.rounding is None:
-                layer.weight_quant.enable_adaround(layer.weight)
-        groups.append({"params": [lay.weight_quant.rounding for lay in layers], "lr": cfg.lr_rounding})
-    if cfg.learn_act_scales:
-        for q in quantizers:
-            q.scale.requires_grad_(True)
-            groups.append({"params": [q.scale], "lr": cfg.lr_scale * float(q.scale.detach().abs().mean())})
-    if cfg.search_groups:
-        groups.append({"params": [p.alpha for p in parts], "lr": cfg.lr_alpha})
-    return [g for g in groups if g["params"]]
-
-
 def _rec_loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     diff = (out - target).pow(2)
     per = diff.sum(1) if diff.dim() > 1 else diff  # summed over channels, averaged over rows and positions
     if weights is not None:
         per = per * weights.reshape((-1,) + (1,) * (per.dim() - 1))
     return per.mean()
+
+
+def _forward(unit: Unit, inputs: UnitInputs, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    with step_context(steps[rows]):
+        return unit_forward(unit.module, inputs, rows)
+
+
+@torch.no_grad()
+def _error(unit: Unit, inputs: UnitInputs, target: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor,
+           batch: int) -> float:  # fmt: skip
+    """Unweighted reconstruction error of ``rows`` in the unit's current state."""
+    total = sum(float(_rec_loss(_forward(unit, inputs, r, steps), target[r])) * len(r) for r in rows.split(batch))
+    return total / len(rows)
+
+
+def _snapshot(layers: list[QuantLayer], quantizers: list[ActQuantizer], parts: list[StepPartition]) -> dict:
+    wq = [lay.weight_quant for lay in layers]
+    return {
+        "rounding": [(None if q.rounding is None else q.rounding.detach().clone(), q.rounding_mode) for q in wq],
+        "act": [(q.scale.detach().clone(), q.zero_point.detach().clone()) for q in quantizers],
+        "partitions": snapshot_partitions(parts),
+    }
+
+
+@torch.no_grad()
+def _restore(snap: dict, layers: list[QuantLayer], quantizers: list[ActQuantizer], parts: list[StepPartition]) -> None:
+    for lay, (rounding, mode) in zip(layers, snap["rounding"], strict=True):
+        wq = lay.weight_quant
+        wq.rounding = None if rounding is None else torch.nn.Parameter(rounding.clone(), requires_grad=False)
+        wq.rounding_mode = mode
+    for q, (scale, zero) in zip(quantizers, snap["act"], strict=True):
+        q.scale.copy_(scale)
+        q.zero_point.copy_(zero)
+    restore_partitions(parts, snap["partitions"])
 
 
 def reconstruct_unit(
@@ -158,58 +235,77 @@ def reconstruct_unit(
     total_units: int,
     device: torch.device,
     row_weights: torch.Tensor | None = None,
+    search_groups: bool = False,
 ) -> UnitLoss:
     """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
 
     ``row_weights`` (one per calibration row, mean 1) weight the rows' errors in the optimised loss;
-    the reported losses stay unweighted."""
+    the reported errors, and the decision to keep the result, are unweighted. ``search_groups`` runs
+    the step->group search on the unit's partitions (:mod:`.group_search`)."""
     start = time.perf_counter()
-    logger.debug("unit %d/%d %s: capturing inputs and targets", index + 1, total_units, unit.name)
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
     with quantization_disabled(model):
         target = capture_outputs(model, unit.module, calib, cfg.capture_batch, device)
     captured = time.perf_counter() - start
     steps = calib.step.to(device)
+    fit, held = holdout_split(calib, cfg.holdout, _unit_seed(cfg, index) + SPLIT_STREAM)
     layers, quantizers = _unit_members(unit.module)
-    parts = _searched_partitions(model, quantizers) if cfg.search_groups else []
-    params = _param_groups(layers, quantizers, parts, cfg)
 
-    def evaluate() -> float:
-        with torch.no_grad():
-            errs = [
-                float(_rec_loss(_forward(unit, inputs, rows, steps), target[rows])) * len(rows)
-                for rows in calib.batches(cfg.capture_batch)
-            ]
-        return sum(errs) / len(calib)
+    def error(rows: torch.Tensor) -> float:
+        return _error(unit, inputs, target, steps, rows, cfg.capture_batch)
 
-    rec_before = evaluate()
-    if params:
-        weights = None if row_weights is None else row_weights.to(target.device, target.dtype)
-        _optimise(unit, inputs, target, steps, layers, quantizers, parts, params, cfg, index, total_units, rec_before,
-                  weights)  # fmt: skip
-    if cfg.search_groups:
-        for p in parts:
-            p.table.copy_(p.alpha.detach().argmax(dim=1))
-    rec_after = evaluate()
-    for q in quantizers:
-        q.scale.requires_grad_(False)
+    # 1. the start as it would be frozen: round to nearest, the scales and table the unit came with
+    if cfg.learn_rounding:
+        for lay in layers:
+            lay.weight_quant.set_nearest(lay.weight)
+    parts = searched_partitions(model, quantizers) if search_groups else []
+    snap = _snapshot(layers, quantizers, parts)
+    fit_before, held_before = error(fit), error(held)
+    # 2. optimise on the fit rows
+    search = GroupSearch(parts, index, total_units, cfg.iters, cfg.tau_start, cfg.tau_end, cfg.entropy_weight,
+                         fit_before) if parts else None  # fmt: skip
+    weights = None if row_weights is None else row_weights.to(target.device, target.dtype)
+    _optimise(unit, inputs, target, steps, fit, layers, quantizers, search, cfg, index, weights)
+    masks = [m for m in (lay.weight_quant.undecided() for lay in layers) if m is not None]
+    undecided = sum(int(m.sum()) for m in masks) / max(1, sum(m.numel() for m in masks)) if masks else None
+    # 3. harden (rounding and table) and measure what would be frozen
+    for lay in layers:
+        lay.weight_quant.harden(lay.weight)
+    if search is not None:
+        search.harden()
+    fit_after, held_after = error(fit), error(held)
+    # 4. keep the result only if it is better on the held-out rows
+    kept = "reconstructed" if held_after < held_before else "start"
+    if kept == "start":
+        _restore(snap, layers, quantizers, parts)
     seconds = time.perf_counter() - start
-    logger.info("unit %d/%d %s: loss %.4g -> %.4g (%.1fs, capture %.1fs)", index + 1, total_units, unit.name,
-                rec_before, rec_after, seconds, captured)  # fmt: skip
-    return UnitLoss(unit.name, unit.kind, rec_before, rec_after, seconds, captured)
+    loss = UnitLoss(unit.name, unit.kind, held_before, min(held_before, held_after), seconds, captured,
+                    fit_before, fit_after, held_after, kept, undecided)  # fmt: skip
+    logger.info("unit %d/%d %s: held-out %.4g -> %.4g (%s; reconstructed %.4g), fit %.4g -> %.4g, undecided %s "
+                "(%.1fs, capture %.1fs)", index + 1, total_units, unit.name, loss.rec_before, loss.rec_after, kept,
+                held_after, fit_before, fit_after, "-" if undecided is None else f"{undecided:.3f}", seconds,
+                captured)  # fmt: skip
+    return loss
 
 
-def _searched_partitions(model: torch.nn.Module, quantizers: list[ActQuantizer]) -> list[StepPartition]:
-    """The shared partition, or (per-layer partition) those of the unit's own quantizers."""
-    shared = getattr(model, PARTITION_ATTR, None)
-    if shared is not None:
-        return [shared]
-    return list({id(q.partition): q.partition for q in quantizers}.values())
-
-
-def _forward(unit: Unit, inputs: UnitInputs, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-    with step_context(steps[rows]):
-        return unit_forward(unit.module, inputs, rows)
+def _param_groups(
+    layers: list[QuantLayer], quantizers: list[ActQuantizer], search: GroupSearch | None, cfg: ReconConfig
+) -> tuple[list[dict], list[torch.nn.Parameter]]:
+    """Adam parameter groups, and the SignRound offsets (signed gradient steps)."""
+    groups, signed = [], []
+    if cfg.learn_rounding:
+        rounding = [lay.weight_quant.enable_rounding(lay.weight, cfg.rounding) for lay in layers]
+        if cfg.rounding == "sign":
+            signed = rounding
+        else:
+            groups.append({"params": rounding, "lr": cfg.lr_rounding})
+    if cfg.learn_act_scales:
+        for q in quantizers:
+            q.scale.requires_grad_(True)
+            groups.append({"params": [q.scale], "lr": cfg.lr_scale * float(q.scale.detach().abs().mean())})
+    if search is not None:
+        groups.append({"params": search.params(), "lr": cfg.lr_alpha})
+    return [g for g in groups if g["params"]], signed
 
 
 def _optimise(
@@ -217,47 +313,53 @@ def _optimise(
     inputs: UnitInputs,
     target: torch.Tensor,
     steps: torch.Tensor,
+    fit: torch.Tensor,
     layers: list[QuantLayer],
     quantizers: list[ActQuantizer],
-    parts: list[StepPartition],
-    params: list[dict],
+    search: GroupSearch | None,
     cfg: ReconConfig,
     index: int,
-    total_units: int,
-    rec_scale: float,
     weights: torch.Tensor | None = None,
 ) -> None:
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + index)
-    opt = torch.optim.Adam(params)
+    """``cfg.iters`` steps on batches of the fit rows; the unit ends CALIBRATED (hard, not hardened)."""
+    groups, signed = _param_groups(layers, quantizers, search, cfg)
+    if not groups and not signed:
+        return
+    gen = torch.Generator().manual_seed(_unit_seed(cfg, index))
+    opt = torch.optim.Adam(groups) if groups else None
     beta_at = BetaSchedule(cfg.iters)
     set_state(unit.module, QuantState.RECONSTRUCTING)
-    for p in parts:
-        p.searching = True
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), search.searching() if search is not None else contextlib.nullcontext():
             for it in range(cfg.iters):
-                rows = torch.randint(0, target.shape[0], (cfg.batch_size,), generator=gen)
-                progress = (index * cfg.iters + it) / max(1, total_units * cfg.iters)
-                for p in parts:
-                    p.tau = cosine_anneal(int(progress * 1000), 1000, cfg.tau_start, cfg.tau_end)
-                loss = _rec_loss(
-                    _forward(unit, inputs, rows, steps), target[rows], None if weights is None else weights[rows]
-                )
+                rows = fit[torch.randint(0, len(fit), (cfg.batch_size,), generator=gen)]
+                if search is not None:
+                    search.set_temperature(it)
+                loss = _rec_loss(_forward(unit, inputs, rows, steps), target[rows],
+                                 None if weights is None else weights[rows])  # fmt: skip
                 beta = beta_at(it)
-                if cfg.learn_rounding and beta is not None:
+                if cfg.learn_rounding and cfg.rounding == "adaround" and beta is not None:
                     loss = loss + cfg.rho * sum(lay.weight_quant.regularizer(beta) for lay in layers)
-                if parts and cfg.entropy_weight > 0:
-                    loss = loss + cfg.entropy_weight * rec_scale * sum(p.entropy() for p in parts)
-                opt.zero_grad(set_to_none=True)
+                entropy = search.entropy_loss() if search is not None else None
+                if entropy is not None:
+                    loss = loss + entropy
+                for v in signed:
+                    v.grad = None
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                if opt is not None:
+                    opt.step()
+                for v in signed:  # lr 1/iters decayed linearly to 0: v can travel about 0.5 in all
+                    if v.grad is not None:
+                        signround.sign_step(v, v.grad, (1 - it / cfg.iters) / cfg.iters)
                 with torch.no_grad():
                     for q in quantizers:
                         q.scale.clamp_(min=1e-8)
     finally:
-        for p in parts:
-            p.searching = False
         set_state(unit.module, QuantState.CALIBRATED)
+        for q in quantizers:
+            q.scale.requires_grad_(False)
 
 
 def reconstruct(
@@ -270,12 +372,15 @@ def reconstruct(
     on_unit_done: Callable[[int, UnitLoss], None] | None = None,
     progress: bool = True,
     row_weights: torch.Tensor | None = None,
+    search_groups: bool = False,
 ) -> list[UnitLoss]:
-    """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints)."""
+    """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints).
+
+    ``search_groups`` runs the differentiable step->group search (:mod:`.group_search`) with every unit."""
     losses = []
     bar = tqdm(total=len(units), initial=start_unit, desc="reconstruction", disable=not progress)
     for i in range(start_unit, len(units)):
-        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, row_weights)
+        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, row_weights, search_groups)
         losses.append(loss)
         if on_unit_done is not None:
             on_unit_done(i, loss)

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from adpdm.calib import timesteps as ts
 
@@ -22,44 +21,8 @@ def test_random_is_seeded():
     assert len(set(ts.random_steps(50, 50, seed=1))) == 50
 
 
-def test_mmd_zero_for_the_whole_set():
-    f = torch.randn(12, 3, dtype=torch.float64)
-    kernel = ts.gaussian_kernel(f, f, ts.median_bandwidth(f))
-    assert abs(ts.mmd2(kernel, list(range(12)))) < 1e-12
-    assert ts.mmd2(kernel, [0]) > 0
-
-
-def test_srm_never_selects_twice_and_prefers_risky_steps():
-    torch.manual_seed(0)
-    k = 30
-    f = torch.linspace(0, 1, k)[:, None].double()  # a smooth trajectory
-    risk = torch.rand(k)
-    res = ts.srm_select(f, risk, 10, gamma=0.0)
-    assert len(res.steps) == len(set(res.steps)) == 10
-    assert res.steps == sorted(torch.topk(risk, 10).indices.tolist())  # gamma = 0: pure risk
-
-
-def test_srm_mmd_term_keeps_selection_spread_despite_an_outlier():
-    k = 40
-    f = torch.linspace(0, 1, k)[:, None].double()
-    f[7] = 25.0  # one outlying step ...
-    risk = torch.linspace(0, 0.8, k)  # error grows towards the end of sampling
-    risk[7] = 1.0  # ... that is also the riskiest one
-    greedy = ts.srm_select(f, risk, 8, gamma=0.0)
-    balanced = ts.srm_select(f, risk, 8, gamma=1.0)
-    assert greedy.steps == [7, 33, 34, 35, 36, 37, 38, 39]  # pure risk piles up
-    # the MMD term spreads the selection over the trajectory
-    assert balanced.mmd2 < greedy.mmd2
-    assert min(s for s in balanced.steps if s != 7) < 15 and max(balanced.steps) >= 30
-    assert torch.tensor(balanced.steps).diff().max().item() <= 12
-
-
-def test_srm_rejects_bad_n():
-    with pytest.raises(ValueError):
-        ts.srm_select(torch.zeros(5, 2), torch.zeros(5), 6)
-
-
-def test_normalise_features_handles_nan_and_constants():
-    f = torch.tensor([[1.0, float("nan"), 2.0], [3.0, 1.0, 2.0]])
-    out = ts.normalise_features(f)
-    assert torch.isfinite(out).all() and torch.all(out[:, 2] == 0)
+def test_choose_steps_dispatches_and_refuses_srm():
+    assert ts.choose_steps("uniform", 10, 3) == ts.uniform_steps(10, 3)
+    assert ts.choose_steps("normal", 10, 3, seed=2) == ts.normal_steps(10, 3, seed=2)
+    with pytest.raises(ValueError, match="needs the model"):
+        ts.choose_steps("srm", 10, 3)

@@ -55,13 +55,34 @@ def test_quantize_writes_checkpoint_and_report(tiny_embedded, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "adpdm" and len(report["partition"]) == 4
     assert {"selected_steps", "unit_losses", "calib_seconds", "peak_mem_mb", "selection"} <= set(report)
+    assert report["quant_config"]["first_last_bits"] == 8 and "first and last layer" in report["protocol"]
     qunet = adpdm.load_quantized(out)
     assert adpdm.get_state(qunet) == adpdm.QuantState.FROZEN
+    # the report's recipe runs again to the same model; flags beside --recipe are refused
+    again = tmp_path / "again"
+    recipe = str(out / "report.json")
+    assert main(["quantize", "--model", "embedded:mnist", "--recipe", recipe, "--out", str(again)]) == 0
+    for (name, a), (_, b) in zip(qunet.state_dict().items(), adpdm.load_quantized(again).state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    bad = ["quantize", "--recipe", str(out / "report.json"), "--iters", "3", "--out", str(tmp_path / "x")]
+    assert main(bad) == 2
 
 
-def test_bad_arguments_fail_before_any_work(tiny_embedded, tmp_path):
+def test_strict_protocol_from_the_command_line(tiny_embedded, tmp_path):
+    for flags, expected in ((["--preset", "w8a6-strict"], None), (["--first-last-bits", "none"], None),
+                            (["--first-last-bits", "6"], 6)):  # fmt: skip
+        out = tmp_path / "_".join(flags)
+        assert main(["quantize", "--method", "rtn", *flags, "--out", str(out), *QUICK]) == 0
+        assert json.loads((out / "report.json").read_text())["quant_config"]["first_last_bits"] == expected
+
+
+def test_bad_arguments_fail_before_any_work(tiny_embedded, tmp_path, caplog):
     assert main(["quantize", "--out", str(tmp_path / "q"), "--calib-steps", "0"]) == 2
     assert main(["quantize", "--out", str(tmp_path / "q"), "--groups", "500"]) == 2
+    assert main(["quantize", "--method", "rtn", "--groups", "4", "--out", str(tmp_path / "q")]) == 2
+    assert "'rtn' fixes QuantConfig.groups = 1" in caplog.text
+    assert main(["quantize", "--recipe", str(tmp_path / "missing.json"), "--out", str(tmp_path / "q")]) == 2
     (tmp_path / "file").write_text("x")
     assert main(["quantize", "--out", str(tmp_path / "file")]) == 2
     assert tiny_embedded == []  # the model was never loaded

@@ -1,17 +1,11 @@
 import torch
+from four_bit import four_bit_weight
 
 from adpdm.tensor import adaround
-from adpdm.tensor.fake_quant import minmax_range, qparams_from_range
-
-
-def _setup():
-    w = torch.randn(8, 16)
-    scale, zero = qparams_from_range(*minmax_range(w, channel_axis=0), 4, False)
-    return w, scale, zero
 
 
 def test_init_reproduces_fp_weights():
-    w, scale, zero = _setup()
+    w, scale, zero = four_bit_weight()
     v = adaround.init_logits(w, scale)
     codes = adaround.soft_codes(torch.floor(w / scale), v, zero, 0, 15)
     # elements the grid can represent (zero-point rounding may push an extreme just outside)
@@ -22,7 +16,7 @@ def test_init_reproduces_fp_weights():
 
 
 def test_hard_rounding_is_floor_or_ceil():
-    w, scale, zero = _setup()
+    w, scale, zero = four_bit_weight()
     v = torch.randn_like(w) * 3
     codes = adaround.hard_codes(torch.floor(w / scale), v, zero, 0, 15)
     fl = torch.clamp(torch.floor(w / scale) + zero, 0, 15)

@@ -1,0 +1,112 @@
+"""The differentiable step->group search, run inside block-wise reconstruction (method.md section 2).
+
+Notation (K sampling steps, G groups; one shared partition, or one per quantizer):
+    pi_k   = softmax(alpha_k / tau)                      group weights of step k (mixture)
+    Q(x;k) = sum_g pi_{k,g} Q_g(x)                       the quantizer output while searching
+    L_H    = lambda * L_b(0) * mean_k H(pi_k)             entropy term added to unit b's loss
+    g*(k)  = argmax_g alpha_{k,g}                         the hard table after every unit
+
+1. Mixture: which partitions a unit searches. The shared partition (one table for the whole
+   network) is searched by every unit; with a per-layer partition, a unit searches those of its
+   own quantizers. The alpha of a shared partition carries over from unit to unit.
+2. Entropy: drives every pi_k to one-hot. It is scaled by the unit's initial error L_b(0), so one
+   lambda suits units of very different output magnitude (our choice; the paper gives none).
+3. Temperature: tau is cosine-annealed from ``tau_start`` to ``tau_end`` over the whole run
+   (all units), not restarted per unit.
+4. Hardening: after each unit the table follows argmax alpha, so the unit is evaluated (and the
+   next units are fitted) with the hard table that :func:`adpdm.freeze` will keep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..nn.act_quant import ActQuantizer
+from ..nn.partition import StepPartition
+from ..quantize import PARTITION_ATTR
+from ..tensor.adaround import cosine_anneal
+
+
+def searched_partitions(model: nn.Module, quantizers: list[ActQuantizer]) -> list[StepPartition]:
+    """The shared partition, or (per-layer partition) those of the unit's own quantizers."""
+    shared = getattr(model, PARTITION_ATTR, None)
+    if shared is not None:
+        return [shared]
+    return list({id(q.partition): q.partition for q in quantizers}.values())
+
+
+class GroupSearch:
+    """The step->group search of one unit.
+
+    Args:
+        parts: the partitions the unit searches (:func:`searched_partitions`).
+        index: the unit's position in the run; ``total_units`` the run's length.
+        iters: optimisation iterations per unit.
+        tau_start: temperature at the start of the run; ``tau_end`` at its end.
+        entropy_weight: lambda.
+        error_scale: the unit's initial error L_b(0).
+    """
+
+    def __init__(
+        self,
+        parts: list[StepPartition],
+        index: int,
+        total_units: int,
+        iters: int,
+        tau_start: float,
+        tau_end: float,
+        entropy_weight: float,
+        error_scale: float,
+    ) -> None:
+        self.parts, self.index, self.total_units, self.iters = parts, index, total_units, iters
+        self.tau_start, self.tau_end = tau_start, tau_end
+        self.entropy_weight, self.error_scale = entropy_weight, error_scale
+
+    def params(self) -> list[nn.Parameter]:
+        return [p.alpha for p in self.parts]
+
+    @contextlib.contextmanager
+    def searching(self) -> Iterator[None]:
+        """Quantizers of the searched partitions use the mixture inside the block."""
+        for p in self.parts:
+            p.searching = True
+        try:
+            yield
+        finally:
+            for p in self.parts:
+                p.searching = False
+
+    def set_temperature(self, it: int) -> None:
+        """tau at iteration ``it`` of this unit, on the cosine schedule of the whole run."""
+        progress = (self.index * self.iters + it) / max(1, self.total_units * self.iters)
+        tau = cosine_anneal(int(progress * 1000), 1000, self.tau_start, self.tau_end)
+        for p in self.parts:
+            p.tau = tau
+
+    def entropy_loss(self) -> torch.Tensor | None:
+        """``lambda * L_b(0) * sum over partitions of mean_k H(pi_k)`` (None when lambda is 0)."""
+        if not self.parts or self.entropy_weight == 0:
+            return None
+        return self.entropy_weight * self.error_scale * sum(p.entropy() for p in self.parts)
+
+    @torch.no_grad()
+    def harden(self) -> None:
+        """``table[k] = argmax_g alpha[k, g]`` for every searched partition."""
+        for p in self.parts:
+            p.table.copy_(p.alpha.argmax(dim=1))
+
+
+def snapshot_partitions(parts: list[StepPartition]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The alpha and table of every partition, for :func:`restore_partitions`."""
+    return [(p.alpha.detach().clone(), p.table.clone()) for p in parts]
+
+
+@torch.no_grad()
+def restore_partitions(parts: list[StepPartition], snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for p, (alpha, table) in zip(parts, snapshot, strict=True):
+        p.alpha.copy_(alpha)
+        p.table.copy_(table)
