@@ -34,7 +34,11 @@ ROW_FIELDS = ("model", "method", "wbits", "abits", "groups", "timesteps", "num_s
 MAIN_METHODS = ("rtn", "ptq4dm", "qdiffusion", "adpdm")
 ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
 # what the methods' settings were chosen on: never the benchmark's evaluation noise
-TUNED_ON = "reconstruction settings chosen in session 4 on validation noise seed 2 (scripts then: recon_diagnosis)"
+TUNED_ON = (
+    "reconstruction learning rates chosen in session 4 on validation noise seed 2; rounding (SignRound), "
+    "held-out acceptance and row error in session 6 on validation noise seed 7 "
+    "(scripts/rounding_study.py, scripts/validation_*.sh)"
+)
 PROTOCOL = (
     "every method calibrated on the same draws {draws} (calibration noise seeds) and scored on held-out "
     "evaluation noise seed {seed}; {tuned_on}; the field's layer protocol: conv_in and conv_out at 8 bits "

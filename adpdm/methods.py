@@ -4,8 +4,11 @@
 |---------------|-----------|-----------------------------|------------------------------------------|
 | rtn           | uniform   | per-channel min-max, nearest| per-tensor min-max, shared over steps    |
 | ptq4dm        | normal    | per-channel MSE search      | per-tensor MSE search, shared            |
-| qdiffusion    | uniform   | AdaRound + block recon      | per-tensor LSQ, shared; shortcut split   |
-| adpdm         | srm       | AdaRound + block recon      | G timestep groups, differentiable search |
+| qdiffusion    | uniform   | learned rounding + blocks   | per-tensor LSQ, shared; shortcut split   |
+| adpdm         | srm       | learned rounding + blocks   | G timestep groups, differentiable search |
+
+Learned rounding and block reconstruction are :mod:`adpdm.recon.reconstruct` with
+:class:`~adpdm.recon.reconstruct.ReconConfig` (SignRound by default), the same for both.
 
 Ablations: ``adpdm-g1`` (one group), ``adpdm-uniform`` (uniform timesteps), ``adpdm-perlayer``
 (per-layer partition), ``adpdm-perstep`` (one quantizer per step, G = K, no search).

@@ -11,7 +11,7 @@
     5. choose the calibration steps (uniform / normal / random, or SRM on the initial model)
     6. block-wise reconstruction of the calibration steps' rows: learned rounding, activation
        scales and (adpdm) the step->group search; a unit keeps its start unless the result is
-       better on held-out rows (``recon``)
+       better on held-out trajectories, at every sampling step (``recon``)
     7. freeze, and write the report (the recipe in it can be read back: :func:`settings_from_report`)
 
 Step 6 checkpoints after every finished unit to ``out_dir/.resume`` so that ``resume=True``
@@ -47,7 +47,7 @@ from .methods import MethodSpec, get_method
 from .models.units import find_units
 from .quantize import act_quantizers, calibrate, freeze, partitions, quant_layers, quantize_model
 from .recon.capture import execution_order
-from .recon.reconstruct import ReconConfig, UnitLoss, reconstruct
+from .recon.reconstruct import SPLIT_STREAM, ReconConfig, UnitLoss, heldout_trajectories, reconstruct
 from .recon.resume import ResumeCheckpoints, fingerprint
 from .sampling import SamplerConfig
 from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
@@ -187,7 +187,7 @@ def run_ptq(
         key = fingerprint(
             spec.to_dict(), cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(), unet.to_json_string()
         )
-        losses = _reconstruct(unet, chosen, recon_cfg, spec.search and cfg.groups > 1, device, out_dir, resume,
+        losses = _reconstruct(unet, data, steps, recon_cfg, spec.search and cfg.groups > 1, device, out_dir, resume,
                               progress, key)  # fmt: skip
 
     # 7. freeze and report
@@ -279,7 +279,8 @@ def _partition_report(model: nn.Module) -> list[int] | dict[str, list[int]]:
 
 def _reconstruct(
     unet: nn.Module,
-    chosen: CalibrationSet,
+    data: CalibrationSet,
+    steps: list[int],
     cfg: ReconConfig,
     search_groups: bool,
     device: torch.device,
@@ -288,7 +289,8 @@ def _reconstruct(
     progress: bool,
     key: str,
 ) -> list[dict]:
-    units = execution_order(unet, find_units(unet), chosen, device)
+    rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
+    units = execution_order(unet, find_units(unet), rows, device)
     if cfg.learn_rounding:  # every layer starts learned rounding from its FP weights, also on resume
         for _, layer in quant_layers(unet):
             layer.weight_quant.enable_adaround(layer.weight)
@@ -300,7 +302,7 @@ def _reconstruct(
         if ckpt is not None:
             ckpt.save(unet, i + 1, losses)
 
-    reconstruct(unet, units, chosen, cfg, device, start_unit=start, on_unit_done=done, progress=progress,
+    reconstruct(unet, units, rows, cfg, device, start_unit=start, on_unit_done=done, progress=progress, held_rows=held,
                 search_groups=search_groups)  # fmt: skip
     if ckpt is not None:
         ckpt.clear()

@@ -50,7 +50,7 @@ from .group_search import GroupSearch, restore_partitions, searched_partitions, 
 logger = logging.getLogger(__name__)
 
 
-STEP_WEIGHTINGS = ("uniform", "sampler")
+ROW_ERRORS = ("absolute", "relative")
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 
 
@@ -88,10 +88,12 @@ class ReconConfig:
             on the fit rows themselves.
         capture_batch: batch size of the capture forward passes.
         seed: seed of the row sampling and of the held-out split (per unit: seed and unit index).
-        step_weighting: "uniform" (every calibration row counts alike, the papers' loss) or
-            "sampler": each row's error is weighted by ``b_k^2`` of its step k, how far an output
-            error at step k moves the sampler's next state (:func:`adpdm.sampling.eps_sensitivity`;
-            weights scaled to mean 1 over the calibration set).
+        row_error: how a calibration row's error counts, in the optimised loss and in the decision
+            to keep a result: "absolute" (the papers' loss: rows with large outputs dominate; on
+            ``embedded:mnist`` the last sampling step's rows outweigh all others, so reconstruction
+            lowered that step's error and raised the error of steps 0-17 by 20-40%) or "relative"
+            (each row's squared error divided by its target's energy, scaled to mean 1: every step
+            counts by its relative error).
     """
 
     iters: int = 200
@@ -109,13 +111,11 @@ class ReconConfig:
     holdout: float = 0.25
     capture_batch: int = 64
     seed: int = 0
-    step_weighting: str = "uniform"
+    row_error: str = "relative"
 
     def __post_init__(self) -> None:
-        if self.step_weighting not in STEP_WEIGHTINGS:
-            raise ValueError(
-                f"ReconConfig.step_weighting must be one of {STEP_WEIGHTINGS}, got {self.step_weighting!r}"
-            )
+        if self.row_error not in ROW_ERRORS:
+            raise ValueError(f"ReconConfig.row_error must be one of {ROW_ERRORS}, got {self.row_error!r}")
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"ReconConfig.rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
         if not 0 <= self.holdout < 1:
@@ -174,6 +174,27 @@ def holdout_split(calib: CalibrationSet, fraction: float, seed: int) -> tuple[to
     return rows[~held], rows[held]
 
 
+def heldout_trajectories(
+    data: CalibrationSet, steps: list[int], fraction: float, seed: int
+) -> tuple[CalibrationSet, torch.Tensor | None]:
+    """Reconstruction rows with the held-out rows marked: the calibration ``steps`` of most
+    trajectories (fit rows) and every step of about ``fraction`` of them (held out, at least one
+    trajectory, never all). Holding out whole trajectories at every step checks a result on the
+    steps outside the calibration set too: a unit fitted to a few steps can improve there and
+    lose everywhere else. With one trajectory, or ``fraction`` 0, the mask is None: the calibration
+    steps' rows only, split per unit by :func:`holdout_split`."""
+    ids = torch.unique(data.sample)
+    chosen = torch.isin(data.step, torch.as_tensor(steps, dtype=torch.long))
+    if fraction == 0 or len(ids) < 2:
+        return data.subset(chosen), None
+    n_held = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+    held_traj = torch.isin(data.sample, ids[perm[:n_held]])
+    keep = held_traj | chosen
+    rows = data.subset(keep)
+    return rows, held_traj[keep]
+
+
 def _unit_seed(cfg: ReconConfig, index: int) -> int:
     return cfg.seed * 100_003 + index
 
@@ -197,11 +218,24 @@ def _forward(unit: Unit, inputs: UnitInputs, rows: torch.Tensor, steps: torch.Te
         return unit_forward(unit.module, inputs, rows)
 
 
+def row_weights(target: torch.Tensor, row_error: str) -> torch.Tensor | None:
+    """Per-row weights of the reconstruction error: None ("absolute"), or the inverse of each row's
+    target energy scaled to mean 1 ("relative")."""
+    if row_error == "absolute":
+        return None
+    energy = target.flatten(1).double().pow(2).sum(1).clamp_min(1e-12)
+    weights = 1.0 / energy
+    return (weights / weights.mean()).to(target.dtype)
+
+
 @torch.no_grad()
 def _error(unit: Unit, inputs: UnitInputs, target: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor,
-           batch: int) -> float:  # fmt: skip
-    """Unweighted reconstruction error of ``rows`` in the unit's current state."""
-    total = sum(float(_rec_loss(_forward(unit, inputs, r, steps), target[r])) * len(r) for r in rows.split(batch))
+           batch: int, weights: torch.Tensor | None = None) -> float:  # fmt: skip
+    """Reconstruction error of ``rows`` in the unit's current state (rows weighted by ``weights``)."""
+    total = sum(
+        float(_rec_loss(_forward(unit, inputs, r, steps), target[r], None if weights is None else weights[r])) * len(r)
+        for r in rows.split(batch)
+    )
     return total / len(rows)
 
 
@@ -234,25 +268,32 @@ def reconstruct_unit(
     cfg: ReconConfig,
     total_units: int,
     device: torch.device,
-    row_weights: torch.Tensor | None = None,
     search_groups: bool = False,
+    held_rows: torch.Tensor | None = None,
 ) -> UnitLoss:
     """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
 
-    ``row_weights`` (one per calibration row, mean 1) weight the rows' errors in the optimised loss;
-    the reported errors, and the decision to keep the result, are unweighted. ``search_groups`` runs
-    the step->group search on the unit's partitions (:mod:`.group_search`)."""
+    Every error (optimised, reported, and deciding whether the result is kept) counts rows as
+    ``cfg.row_error`` says. ``search_groups`` runs the step->group search on the unit's partitions
+    (:mod:`.group_search`). ``held_rows`` (a boolean mask over ``calib``'s rows) fixes the held-out
+    rows, e.g. every step of a few trajectories (:func:`heldout_trajectories`); default: the
+    per-unit split of :func:`holdout_split`."""
     start = time.perf_counter()
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
     with quantization_disabled(model):
         target = capture_outputs(model, unit.module, calib, cfg.capture_batch, device)
     captured = time.perf_counter() - start
     steps = calib.step.to(device)
-    fit, held = holdout_split(calib, cfg.holdout, _unit_seed(cfg, index) + SPLIT_STREAM)
+    if held_rows is None:
+        fit, held = holdout_split(calib, cfg.holdout, _unit_seed(cfg, index) + SPLIT_STREAM)
+    else:
+        fit, held = (~held_rows).nonzero().flatten(), held_rows.nonzero().flatten()
     layers, quantizers = _unit_members(unit.module)
 
+    weights = row_weights(target, cfg.row_error)
+
     def error(rows: torch.Tensor) -> float:
-        return _error(unit, inputs, target, steps, rows, cfg.capture_batch)
+        return _error(unit, inputs, target, steps, rows, cfg.capture_batch, weights)
 
     # 1. the start as it would be frozen: round to nearest, the scales and table the unit came with
     if cfg.learn_rounding:
@@ -264,7 +305,6 @@ def reconstruct_unit(
     # 2. optimise on the fit rows
     search = GroupSearch(parts, index, total_units, cfg.iters, cfg.tau_start, cfg.tau_end, cfg.entropy_weight,
                          fit_before) if parts else None  # fmt: skip
-    weights = None if row_weights is None else row_weights.to(target.device, target.dtype)
     _optimise(unit, inputs, target, steps, fit, layers, quantizers, search, cfg, index, weights)
     masks = [m for m in (lay.weight_quant.undecided() for lay in layers) if m is not None]
     undecided = sum(int(m.sum()) for m in masks) / max(1, sum(m.numel() for m in masks)) if masks else None
@@ -371,8 +411,8 @@ def reconstruct(
     start_unit: int = 0,
     on_unit_done: Callable[[int, UnitLoss], None] | None = None,
     progress: bool = True,
-    row_weights: torch.Tensor | None = None,
     search_groups: bool = False,
+    held_rows: torch.Tensor | None = None,
 ) -> list[UnitLoss]:
     """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints).
 
@@ -380,7 +420,7 @@ def reconstruct(
     losses = []
     bar = tqdm(total=len(units), initial=start_unit, desc="reconstruction", disable=not progress)
     for i in range(start_unit, len(units)):
-        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, row_weights, search_groups)
+        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, search_groups, held_rows)
         losses.append(loss)
         if on_unit_done is not None:
             on_unit_done(i, loss)

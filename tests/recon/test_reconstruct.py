@@ -10,7 +10,15 @@ from adpdm.calib.data import record_trajectories
 from adpdm.models.units import find_units
 from adpdm.quantize import act_quantizers, quant_layers
 from adpdm.recon.capture import execution_order
-from adpdm.recon.reconstruct import ReconConfig, holdout_split, reconstruct, reconstruct_unit
+from adpdm.recon.reconstruct import (
+    ReconConfig,
+    _rec_loss,
+    heldout_trajectories,
+    holdout_split,
+    reconstruct,
+    reconstruct_unit,
+    row_weights,
+)
 from adpdm.sampling import SamplerConfig
 from adpdm.tensor.fake_quant import quantize
 
@@ -111,3 +119,34 @@ def test_config_validates_rounding_and_holdout():
         ReconConfig(rounding="nearest")
     with pytest.raises(ValueError, match="holdout"):
         ReconConfig(holdout=1.0)
+    with pytest.raises(ValueError, match="row_error"):
+        ReconConfig(row_error="sampler")
+
+
+def test_relative_row_error_counts_every_row_by_its_relative_error():
+    target = torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 10.0, 100.0, 0.1]).view(4, 1, 1, 1)
+    assert row_weights(target, "absolute") is None
+    weights = row_weights(target, "relative")
+    assert weights.mean().item() == pytest.approx(1.0)
+    out = target * 1.1  # the same 10% error on every row
+    per_row = [float(_rec_loss(out[i : i + 1], target[i : i + 1], weights[i : i + 1])) for i in range(4)]
+    assert max(per_row) == pytest.approx(min(per_row), rel=1e-5)  # absolute: 1e8 apart
+
+
+def test_held_out_trajectories_cover_every_step_and_fit_rows_only_the_calibration_steps():
+    _, calib, _ = _calibrated(samples=4)
+    rows, held = heldout_trajectories(calib, [0], 0.25, seed=1)
+    assert set(rows.step[held].tolist()) == set(range(K)) and len(set(rows.sample[held].tolist())) == 1
+    assert set(rows.step[~held].tolist()) == {0} and len(rows.step[~held]) == 3  # 3 fit trajectories, step 0
+    assert set(rows.sample[held].tolist()).isdisjoint(rows.sample[~held].tolist())
+    again, held2 = heldout_trajectories(calib, [0], 0.25, seed=1)
+    assert torch.equal(held, held2) and torch.equal(rows.x, again.x)
+    rows, none = heldout_trajectories(calib, [0, 2], 0.0, seed=1)
+    assert none is None and set(rows.step.tolist()) == {0, 2}
+
+
+def test_a_unit_is_judged_on_the_given_held_out_rows():
+    unet, calib, units = _calibrated(samples=4)
+    rows, held = heldout_trajectories(calib, [1], 0.25, seed=0)
+    loss = reconstruct_unit(unet, units[0], 0, rows, CFG, len(units), CPU, held_rows=held)
+    assert loss.rec_after <= loss.rec_before and loss.kept in ("start", "reconstructed")

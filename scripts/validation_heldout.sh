@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Validation study (issue 15), third part: the reconstruction methods with held-out trajectories judged at
+# every sampling step (the default since this script) and the relative row error, on the draws and
+# validation noise of scripts/validation_row_error.sh (embedded:mnist, draws 1-2, seed 7).
+# Results: benchmarks/validation/results/val_heldout.{json,md}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ADPDM=${ADPDM:-.venv/bin/adpdm}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+"$ADPDM" bench --name val_heldout --methods qdiffusion,adpdm --models embedded:mnist --presets w8a8,w6a6,w4a8 \
+    --draws 2 --seed 7 --num-samples 64 --out benchmarks/validation --resume
