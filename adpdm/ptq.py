@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,19 @@ from .calib.groups import partition_from_statistics
 from .config import QuantConfig
 from .methods import MethodSpec, get_method
 from .models.units import find_units
-from .quantize import act_quantizers, calibrate, freeze, partitions, quant_layers, quantize_model
+from .quantize import (
+    act_quantizers,
+    calibrate,
+    freeze,
+    partitions,
+    quant_layers,
+    quantization_disabled,
+    quantize_model,
+)
 from .recon.capture import execution_order
 from .recon.reconstruct import SPLIT_STREAM, ReconConfig, UnitLoss, heldout_trajectories, reconstruct
 from .recon.resume import ResumeCheckpoints, fingerprint
-from .sampling import SamplerConfig
+from .sampling import SamplerConfig, eps_sensitivity
 from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
 
 logger = logging.getLogger(__name__)
@@ -187,8 +196,9 @@ def run_ptq(
         key = fingerprint(
             spec.to_dict(), cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(), unet.to_json_string()
         )
+        sensitivity = eps_sensitivity(scheduler_config, calib_cfg.sampler)
         losses = _reconstruct(unet, data, steps, recon_cfg, spec.search and cfg.groups > 1, device, out_dir, resume,
-                              progress, key)  # fmt: skip
+                              progress, key, sensitivity)  # fmt: skip
 
     # 7. freeze and report
     freeze(unet)
@@ -277,6 +287,24 @@ def _partition_report(model: nn.Module) -> list[int] | dict[str, list[int]]:
     return {name: q.partition.table.tolist() for name, q in act_quantizers(model)}
 
 
+def _model_judge(
+    unet: nn.Module, held: CalibrationSet, sensitivity: torch.Tensor, batch: int, device: torch.device
+) -> Callable[[], float]:
+    """The whole model's held-out error in its current state: per row the relative output error
+    against FP, weighted by ``b_k^2`` of its step (how far it moves the sampler), averaged."""
+    with quantization_disabled(unet):
+        fp = forward_rows(unet, held, batch, device).flatten(1)
+    weights = sensitivity.double().pow(2)[held.step]
+    weights = weights / weights.mean()
+    energy = fp.double().pow(2).sum(1).clamp_min(1e-12)
+
+    def judge() -> float:
+        err = (forward_rows(unet, held, batch, device).flatten(1) - fp).double().pow(2).sum(1) / energy
+        return float((err * weights).mean())
+
+    return judge
+
+
 def _reconstruct(
     unet: nn.Module,
     data: CalibrationSet,
@@ -288,9 +316,11 @@ def _reconstruct(
     resume: bool,
     progress: bool,
     key: str,
+    sensitivity: torch.Tensor,
 ) -> list[dict]:
     rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
     units = execution_order(unet, find_units(unet), rows, device)
+    judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device) if held is not None else None
     if cfg.learn_rounding:  # every layer starts learned rounding from its FP weights, also on resume
         for _, layer in quant_layers(unet):
             layer.weight_quant.enable_adaround(layer.weight)
@@ -303,7 +333,7 @@ def _reconstruct(
             ckpt.save(unet, i + 1, losses)
 
     reconstruct(unet, units, rows, cfg, device, start_unit=start, on_unit_done=done, progress=progress, held_rows=held,
-                search_groups=search_groups)  # fmt: skip
+                search_groups=search_groups, judge=judge)  # fmt: skip
     if ckpt is not None:
         ckpt.clear()
     return losses

@@ -130,14 +130,18 @@ def test_adpdm_ranges_see_every_step_and_the_peers_their_calibration_steps(monke
     assert observed[2] == list(range(K)) and len(observed[3]) == 2  # adpdm-g1: SRM's model, then its steps
 
 
-def test_reconstruction_lowers_the_block_error():
+def test_reconstruction_lowers_the_block_error_and_never_the_held_out_model():
     unet = make_unet()
     calib, _ = _cfgs(steps=4)
     res = run_ptq(unet, SCHED, "qdiffusion", adpdm.QuantConfig.preset("w4a8", num_steps=K), calib,
                   ReconConfig(iters=30, batch_size=8), progress=False)  # fmt: skip
     losses = res.report["unit_losses"]
-    improved = sum(u["rec_after"] < u["rec_before"] for u in losses)
+    improved = sum(u["fit_after"] < u["fit_before"] for u in losses)
     assert improved >= 0.8 * len(losses)
+    # each result is judged on the whole model's error on held-out trajectories, and never kept if worse
+    assert {u["judged_on"] for u in losses} == {"model"}
+    assert all(u["rec_after"] <= u["rec_before"] for u in losses)
+    assert all((u["kept"] == "reconstructed") == (u["heldout_reconstructed"] < u["rec_before"]) for u in losses)
 
 
 def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):

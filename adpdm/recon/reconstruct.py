@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 
 ROW_ERRORS = ("absolute", "relative")
+ACCEPT_ON = ("unit", "model")
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 
 
@@ -94,6 +95,11 @@ class ReconConfig:
             lowered that step's error and raised the error of steps 0-17 by 20-40%) or "relative"
             (each row's squared error divided by its target's energy, scaled to mean 1: every step
             counts by its relative error).
+        accept_on: the held-out error that decides whether a unit keeps its result: "unit" (the
+            unit's own output error on the held-out rows) or "model" (the whole model's output error
+            on the held-out trajectories at every step, each step's relative error weighted by
+            ``b_k^2``, how far it moves the sampler: :func:`adpdm.sampling.eps_sensitivity`; needs a
+            ``judge`` from the caller, as :func:`adpdm.run_ptq` gives, else "unit" is used).
     """
 
     iters: int = 200
@@ -112,8 +118,11 @@ class ReconConfig:
     capture_batch: int = 64
     seed: int = 0
     row_error: str = "relative"
+    accept_on: str = "model"
 
     def __post_init__(self) -> None:
+        if self.accept_on not in ACCEPT_ON:
+            raise ValueError(f"ReconConfig.accept_on must be one of {ACCEPT_ON}, got {self.accept_on!r}")
         if self.row_error not in ROW_ERRORS:
             raise ValueError(f"ReconConfig.row_error must be one of {ROW_ERRORS}, got {self.row_error!r}")
         if self.rounding not in ROUNDINGS:
@@ -138,9 +147,11 @@ class ReconConfig:
 class UnitLoss:
     """One unit's reconstruction, every error measured with hard rounding and the hard table.
 
-    ``rec_before`` / ``rec_after``: held-out error at the start / of what is kept (never above the
-    start); ``fit_before`` / ``fit_after``: error on the fit rows at the start / of the reconstructed
-    result; ``heldout_reconstructed``: held-out error of the reconstructed result, kept or not;
+    ``rec_before`` / ``rec_after``: the deciding held-out error (``judged_on``: the unit's, or the
+    whole model's) at the start / of what is kept (never above the start); ``unit_heldout_*``: the
+    unit's own held-out error at the start / of the reconstructed result; ``fit_before`` /
+    ``fit_after``: error on the fit rows at the start / of the reconstructed result;
+    ``heldout_reconstructed``: the deciding held-out error of the reconstructed result, kept or not;
     ``kept``: "start" or "reconstructed"; ``undecided``: share of AdaRound variables with h(V) in
     (0.01, 0.99) before hardening (0 for SignRound, None without learned rounding).
     """
@@ -156,6 +167,9 @@ class UnitLoss:
     heldout_reconstructed: float = 0.0
     kept: str = "start"
     undecided: float | None = None
+    judged_on: str = "unit"
+    unit_heldout_before: float = 0.0
+    unit_heldout_after: float = 0.0
 
 
 def holdout_split(calib: CalibrationSet, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,6 +284,7 @@ def reconstruct_unit(
     device: torch.device,
     search_groups: bool = False,
     held_rows: torch.Tensor | None = None,
+    judge: Callable[[], float] | None = None,
 ) -> UnitLoss:
     """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
 
@@ -277,7 +292,8 @@ def reconstruct_unit(
     ``cfg.row_error`` says. ``search_groups`` runs the step->group search on the unit's partitions
     (:mod:`.group_search`). ``held_rows`` (a boolean mask over ``calib``'s rows) fixes the held-out
     rows, e.g. every step of a few trajectories (:func:`heldout_trajectories`); default: the
-    per-unit split of :func:`holdout_split`."""
+    per-unit split of :func:`holdout_split`. ``judge()`` (used when ``cfg.accept_on`` is "model")
+    returns the whole model's held-out error in its current state."""
     start = time.perf_counter()
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
     with quantization_disabled(model):
@@ -301,7 +317,9 @@ def reconstruct_unit(
             lay.weight_quant.set_nearest(lay.weight)
     parts = searched_partitions(model, quantizers) if search_groups else []
     snap = _snapshot(layers, quantizers, parts)
+    judge = judge if cfg.accept_on == "model" else None
     fit_before, held_before = error(fit), error(held)
+    judged_before = judge() if judge is not None else held_before
     # 2. optimise on the fit rows
     search = GroupSearch(parts, index, total_units, cfg.iters, cfg.tau_start, cfg.tau_end, cfg.entropy_weight,
                          fit_before) if parts else None  # fmt: skip
@@ -314,17 +332,19 @@ def reconstruct_unit(
     if search is not None:
         search.harden()
     fit_after, held_after = error(fit), error(held)
+    judged_after = judge() if judge is not None else held_after
     # 4. keep the result only if it is better on the held-out rows
-    kept = "reconstructed" if held_after < held_before else "start"
+    kept = "reconstructed" if judged_after < judged_before else "start"
     if kept == "start":
         _restore(snap, layers, quantizers, parts)
     seconds = time.perf_counter() - start
-    loss = UnitLoss(unit.name, unit.kind, held_before, min(held_before, held_after), seconds, captured,
-                    fit_before, fit_after, held_after, kept, undecided)  # fmt: skip
-    logger.info("unit %d/%d %s: held-out %.4g -> %.4g (%s; reconstructed %.4g), fit %.4g -> %.4g, undecided %s "
-                "(%.1fs, capture %.1fs)", index + 1, total_units, unit.name, loss.rec_before, loss.rec_after, kept,
-                held_after, fit_before, fit_after, "-" if undecided is None else f"{undecided:.3f}", seconds,
-                captured)  # fmt: skip
+    loss = UnitLoss(unit.name, unit.kind, judged_before, min(judged_before, judged_after), seconds, captured,
+                    fit_before, fit_after, judged_after, kept, undecided, "model" if judge else "unit", held_before,
+                    held_after)  # fmt: skip
+    logger.info("unit %d/%d %s: held-out (%s) %.4g -> %.4g (%s; reconstructed %.4g), fit %.4g -> %.4g, "
+                "undecided %s (%.1fs, capture %.1fs)", index + 1, total_units, unit.name, loss.judged_on,
+                loss.rec_before, loss.rec_after, kept, judged_after, fit_before, fit_after,
+                "-" if undecided is None else f"{undecided:.3f}", seconds, captured)  # fmt: skip
     return loss
 
 
@@ -413,6 +433,7 @@ def reconstruct(
     progress: bool = True,
     search_groups: bool = False,
     held_rows: torch.Tensor | None = None,
+    judge: Callable[[], float] | None = None,
 ) -> list[UnitLoss]:
     """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints).
 
@@ -420,7 +441,8 @@ def reconstruct(
     losses = []
     bar = tqdm(total=len(units), initial=start_unit, desc="reconstruction", disable=not progress)
     for i in range(start_unit, len(units)):
-        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, search_groups, held_rows)
+        loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, search_groups, held_rows,
+                                judge)  # fmt: skip
         losses.append(loss)
         if on_unit_done is not None:
             on_unit_done(i, loss)
