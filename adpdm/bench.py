@@ -131,6 +131,7 @@ class Results:
         self.data: dict[str, Any] = {"rows": [], "reports": {}, "samples": {}}
         if resume and path.is_file():
             self.data = json.loads(path.read_text())
+            _check_same_settings(self.data.get("config", {}), cfg.to_dict(), path)
         self._prior_seconds = float(self.data.get("wall_seconds", 0.0))  # earlier parts of a resumed run
         self._start = time.perf_counter()
         protocol = PROTOCOL.format(seed=cfg.seed, draws=list(cfg.draws), tuned_on=cfg.tuned_on)
@@ -155,6 +156,20 @@ class Results:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         tmp.replace(self.path)
+
+
+# what a resumed run may change: which rows it adds, not how a row is made
+_ROW_SET_KEYS = ("name", "models", "methods", "presets", "draws", "ablation_models", "ablation_presets")
+
+
+def _check_same_settings(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
+    """A resumed results file must hold rows made with the same settings (protocol, budget, metrics)."""
+    old = json.loads(json.dumps({k: v for k, v in old.items() if k not in _ROW_SET_KEYS}))
+    new = json.loads(json.dumps({k: v for k, v in new.items() if k not in _ROW_SET_KEYS}))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differ:
+        raise ValueError(f"{path} holds rows made with other settings ({', '.join(differ)} differ): move it "
+                         "away or drop --resume; rows of two settings are never mixed in one table")  # fmt: skip
 
 
 def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: bool = False) -> Path:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The full multi-draw benchmark (issue 14): both embedded models, rtn, ptq4dm, qdiffusion and adpdm at W8A8,
-# W6A6 and W4A8, each on calibration draws 1-4, scored on held-out evaluation noise (seed 0).
+# The full multi-draw benchmark (issue 15's configuration): both embedded models, rtn, ptq4dm, qdiffusion and
+# adpdm at W8A8, W8A6, W6A6, W4A8, W4A6 (first and last layer at W8A8) and W4A8-strict, each on calibration
+# draws 1-4, scored on held-out evaluation noise (seed 0). About 5 hours on the 2-core CPU; the issue-14 run
+# (W8A8/W6A6/W4A8, strict layers, session 5's code) is in benchmarks/results/issue14/.
 # Results: benchmarks/results/full.{json,md}, figures in benchmarks/figures/. An interrupted run continues
 # where it stopped when this script is run again (every finished row is saved at once).
 set -euo pipefail

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import sys
 import types
@@ -87,6 +88,10 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     seen.clear()
     assert json.loads(run_benchmark(cfg, tmp_path, resume=True).read_text())["rows"] == rows
     assert all(names == ("fp32",) for names, _, _ in seen)
+    # ... and refuses a file whose rows were made with other settings
+    other = dataclasses.replace(cfg, recon=dataclasses.replace(cfg.recon, iters=cfg.recon.iters + 1))
+    with pytest.raises(ValueError, match="other settings .*recon"):
+        run_benchmark(other, tmp_path, resume=True)
 
 
 def test_quick_config_and_validation():
