@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Validation study (issue 15), third part: the reconstruction methods with held-out trajectories judged at
-# every sampling step (the default since this script) and the relative row error, on the draws and
-# validation noise of scripts/validation_row_error.sh (embedded:mnist, draws 1-2, seed 7).
+# Validation study (issue 15), second part: the reconstruction methods with the final defaults (held-out
+# trajectories at every sampling step, each unit's result judged by the whole model's held-out error, relative
+# row error), on the draws and validation noise of scripts/validation_row_error.sh (embedded:mnist, draws
+# 1-2, seed 7).
 # Results: benchmarks/validation/results/val_heldout.{json,md}.
 set -euo pipefail
 cd "$(dirname "$0")/.."

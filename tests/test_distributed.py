@@ -65,6 +65,10 @@ calib = record_distributed(unet, dict(DDPMScheduler(num_train_timesteps=1000).co
 if state.is_main_process:
     save_file({"images": out.images, "labels": out.labels}, sys.argv[2])
     calib.save(sys.argv[3])
+state.wait_for_everyone()
+# an undestroyed gloo group can abort a rank at exit ("terminate called without an active exception")
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
 """
 
 
