@@ -321,7 +321,7 @@ def _reconstruct(
     rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
     units = execution_order(unet, find_units(unet), rows, device)
     judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device) if held is not None else None
-    if cfg.learn_rounding:  # every layer starts learned rounding from its FP weights, also on resume
+    if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys); each unit sets its start
         for _, layer in quant_layers(unet):
             layer.weight_quant.enable_adaround(layer.weight)
     ckpt = ResumeCheckpoints(Path(out_dir) / ".resume", key) if out_dir is not None else None

@@ -78,5 +78,16 @@ class StepPartition(nn.Module):
         self.searching = False
         return self.table
 
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of ``(alpha, table)``, for :meth:`restore`."""
+        return self.alpha.detach().clone(), self.table.clone()
+
+    @torch.no_grad()
+    def restore(self, snapshot: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Return to a :meth:`snapshot` exactly (alpha and table)."""
+        alpha, table = snapshot
+        self.alpha.copy_(alpha)
+        self.table.copy_(table)
+
     def extra_repr(self) -> str:
         return f"num_steps={self.num_steps}, groups={self.groups}"

@@ -93,20 +93,7 @@ class GroupSearch:
             return None
         return self.entropy_weight * self.error_scale * sum(p.entropy() for p in self.parts)
 
-    @torch.no_grad()
     def harden(self) -> None:
         """``table[k] = argmax_g alpha[k, g]`` for every searched partition."""
         for p in self.parts:
-            p.table.copy_(p.alpha.argmax(dim=1))
-
-
-def snapshot_partitions(parts: list[StepPartition]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The alpha and table of every partition, for :func:`restore_partitions`."""
-    return [(p.alpha.detach().clone(), p.table.clone()) for p in parts]
-
-
-@torch.no_grad()
-def restore_partitions(parts: list[StepPartition], snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    for p, (alpha, table) in zip(parts, snapshot, strict=True):
-        p.alpha.copy_(alpha)
-        p.table.copy_(table)
+            p.harden()

@@ -45,7 +45,7 @@ from ..state import QuantState
 from ..tensor import signround
 from ..tensor.adaround import BetaSchedule
 from .capture import UnitInputs, capture_inputs, capture_outputs, unit_forward
-from .group_search import GroupSearch, restore_partitions, searched_partitions, snapshot_partitions
+from .group_search import GroupSearch, searched_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _snapshot(layers: list[QuantLayer], quantizers: list[ActQuantizer], parts: l
     return {
         "rounding": [(None if q.rounding is None else q.rounding.detach().clone(), q.rounding_mode) for q in wq],
         "act": [(q.scale.detach().clone(), q.zero_point.detach().clone()) for q in quantizers],
-        "partitions": snapshot_partitions(parts),
+        "partitions": [p.snapshot() for p in parts],
     }
 
 
@@ -271,7 +271,8 @@ def _restore(snap: dict, layers: list[QuantLayer], quantizers: list[ActQuantizer
     for q, (scale, zero) in zip(quantizers, snap["act"], strict=True):
         q.scale.copy_(scale)
         q.zero_point.copy_(zero)
-    restore_partitions(parts, snap["partitions"])
+    for p, saved in zip(parts, snap["partitions"], strict=True):
+        p.restore(saved)
 
 
 def reconstruct_unit(
