@@ -34,6 +34,22 @@ PER_STEP = -1  # MethodSpec.groups: one group per sampling step (G = K)
 RANGE_DATA = ("selected", "all")
 
 
+class RecipeConflict(ValueError):
+    """A config sets a field that the method fixes to another value.
+
+    Attributes: ``method``, ``field`` (the QuantConfig field), ``fixed`` (the method's value),
+    ``given`` (the config's) and ``allowed`` (the registered methods that allow ``given``)."""
+
+    def __init__(self, method: str, field: str, fixed: Any, given: Any, allowed: list[str], remedy: str = "") -> None:
+        self.method, self.field, self.fixed, self.given, self.allowed = method, field, fixed, given, allowed
+        hint = f"methods that allow it: {', '.join(allowed)}" if allowed else "no registered method uses it"
+        remedy = remedy or f"leave QuantConfig.{field} unset (None)"
+        super().__init__(
+            f"method {method!r} fixes QuantConfig.{field} = {fixed!r}, but the config sets {given!r}: "
+            f"{remedy} or choose another method ({hint})"
+        )
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """How one method calibrates.
@@ -93,17 +109,14 @@ class MethodSpec:
         return out
 
     def quant_config(self, base: QuantConfig) -> QuantConfig:
-        """``base`` completed with this recipe; a field ``base`` sets to another value is an error."""
+        """``base`` completed with this recipe; a field ``base`` sets to another value is a
+        :class:`RecipeConflict` (a ``ValueError``)."""
         fixed = self.fixed(base.num_steps)
         for name, value in fixed.items():
             mine = getattr(base, name)
             if mine is not None and mine != value:
                 others = sorted(m.name for m in METHODS.values() if _allows(m, name, mine, base.num_steps))
-                hint = f"methods that allow it: {', '.join(others)}" if others else "no registered method uses it"
-                raise ValueError(
-                    f"method {self.name!r} fixes QuantConfig.{name} = {value!r}, but the config sets {mine!r}: "
-                    f"leave it unset (None) or choose another method ({hint})"
-                )
+                raise RecipeConflict(self.name, name, value, mine, others)
         groups = base.groups if base.groups is not None else DEFAULT_GROUPS
         return dataclasses.replace(base, **{"groups": groups, **fixed})
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..checkpoint import save_quantized
 from ..config import QuantConfig, parse_layer_bits
 from ..generate import Conditioning, check_conditioning, read_prompts
-from ..methods import METHODS, MethodSpec, get_method
+from ..methods import METHODS, MethodSpec, RecipeConflict, get_method
 from ..models.loading import load_model
 from ..models.source import DEFAULT_MODEL, ModelSource
 from ..ptq import CalibConfig, run_ptq, settings_from_report
@@ -138,7 +138,12 @@ def _settings(args: argparse.Namespace) -> tuple[MethodSpec, QuantConfig, CalibC
     if args.layer_bits:
         fields["layer_bits"] = parse_layer_bits(args.layer_bits)
     qcfg = QuantConfig.preset(args.preset or "w4a8", **fields)
-    spec.quant_config(qcfg)  # e.g. --groups with a method that has one group: an error now, not after sampling
+    try:  # e.g. --groups with a method that has one group: an error now, not after sampling
+        spec.quant_config(qcfg)
+    except RecipeConflict as err:
+        if err.field != "groups":
+            raise
+        raise RecipeConflict(err.method, err.field, err.fixed, err.given, err.allowed, "drop --groups") from None
     seed = args.seed if args.seed is not None else 0
     # text models (the only ones that take prompts) default to the guidance of their pipelines
     guidance = args.guidance if args.guidance is not None else (7.5 if args.prompts else 1.0)

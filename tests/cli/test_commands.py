@@ -81,7 +81,7 @@ def test_bad_arguments_fail_before_any_work(tiny_embedded, tmp_path, caplog):
     assert main(["quantize", "--out", str(tmp_path / "q"), "--calib-steps", "0"]) == 2
     assert main(["quantize", "--out", str(tmp_path / "q"), "--groups", "500"]) == 2
     assert main(["quantize", "--method", "rtn", "--groups", "4", "--out", str(tmp_path / "q")]) == 2
-    assert "'rtn' fixes QuantConfig.groups = 1" in caplog.text
+    assert "'rtn' fixes QuantConfig.groups = 1, but the config sets 4: drop --groups or choose another" in caplog.text
     assert main(["quantize", "--recipe", str(tmp_path / "missing.json"), "--out", str(tmp_path / "q")]) == 2
     (tmp_path / "file").write_text("x")
     assert main(["quantize", "--out", str(tmp_path / "file")]) == 2

@@ -62,6 +62,8 @@ def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
     meta = json.loads((w8_export / "deploy.json").read_text())
     assert meta["graphs"] == ["graph_0.onnx", "graph_1.onnx"]
     assert meta["step_to_graph"] == w8_groups.adpdm_partition.table.tolist()
+    cfg = adpdm.quantize.get_config(w8_groups)  # the layer protocol travels with the export
+    assert (meta["protocol"], meta["first_last_bits"], meta["layer_bits"]) == (cfg.protocol, cfg.first_last_bits, [])
     (ext0, m0), (ext1, m1) = (_external_locations(w8_export / g) for g in meta["graphs"])
     assert {e["location"] for e in [*ext0.values(), *ext1.values()]} == {"weights.bin"}
     weights = _weight_codes(m0)
