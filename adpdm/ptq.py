@@ -11,7 +11,10 @@
     5. choose the calibration steps (uniform / normal / random, or SRM on the initial model)
     6. block-wise reconstruction of the calibration steps' rows: learned rounding, activation
        scales and (adpdm) the step->group search; a unit keeps its start unless the result is
-       better on held-out trajectories, at every sampling step (``recon``)
+       better on held-out trajectories, at every sampling step (``recon``). It starts from the
+       recipe's or min-max activation ranges, whichever gives samples closer to FP on fresh
+       calibration noise, and the whole result is kept only if its samples are closer to FP than
+       the start's (``recon.start``)
     7. freeze, and write the report (the recipe in it can be read back: :func:`settings_from_report`)
 
 Step 6 checkpoints after every finished unit to ``out_dir/.resume`` so that ``resume=True``
@@ -58,6 +61,7 @@ from .quantize import (
 from .recon.capture import execution_order
 from .recon.reconstruct import SPLIT_STREAM, ReconConfig, UnitLoss, heldout_trajectories, reconstruct
 from .recon.resume import ResumeCheckpoints, fingerprint
+from .recon.start import SampleJudge, score_starts, set_start
 from .sampling import SamplerConfig, eps_sensitivity
 from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
 
@@ -161,6 +165,7 @@ def run_ptq(
     # 2. wrap the layers; 3. record the FP sampler's trajectories
     unet.to(device).eval()
     quantize_model(unet, cfg)
+    recorded_here = data is None  # the sampler judge needs the sampler the data came from
     if data is None:
         data = record_trajectories(
             unet, scheduler_config, calib_cfg.num_samples, calib_cfg.sampler, num_classes, null_class, progress
@@ -192,13 +197,19 @@ def run_ptq(
 
     # 6. reconstruction
     losses: list[dict] = []
+    outcome = None
     if spec.reconstruct:
         key = fingerprint(
             spec.to_dict(), cfg.to_dict(), calib_cfg.to_dict(), recon_cfg.to_dict(), unet.to_json_string()
         )
         sensitivity = eps_sensitivity(scheduler_config, calib_cfg.sampler)
-        losses = _reconstruct(unet, data, steps, recon_cfg, spec.search and cfg.groups > 1, device, out_dir, resume,
-                              progress, key, sensitivity)  # fmt: skip
+        samples = None
+        if recon_cfg.sample_judge and recorded_here:
+            samples = SampleJudge(unet, scheduler_config, calib_cfg.sampler, recon_cfg.sample_judge,
+                                  calib_cfg.num_samples, num_classes, null_class, device)  # fmt: skip
+        search = spec.search and cfg.groups > 1
+        losses, outcome = _reconstruct(unet, data, steps, recon_cfg, search, device, out_dir, resume, progress, key,
+                                       sensitivity, samples)  # fmt: skip
 
     # 7. freeze and report
     freeze(unet)
@@ -211,6 +222,7 @@ def run_ptq(
         "protocol": cfg.protocol,
         "calibration": {**calib_cfg.to_dict(), "strategy": spec.timesteps, "data": describe(chosen)},
         "reconstruction": recon_cfg.to_dict() if spec.reconstruct else None,
+        "outcome": outcome,
         "selected_steps": steps,
         "selection": selection,
         "partition": _partition_report(unet),
@@ -317,13 +329,23 @@ def _reconstruct(
     progress: bool,
     key: str,
     sensitivity: torch.Tensor,
-) -> list[dict]:
+    samples: SampleJudge | None,
+) -> tuple[list[dict], dict | None]:
     rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
     units = execution_order(unet, find_units(unet), rows, device)
     judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device) if held is not None else None
-    if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys); each unit sets its start
+    if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys), at round to nearest
         for _, layer in quant_layers(unet):
-            layer.weight_quant.enable_adaround(layer.weight)
+            layer.weight_quant.set_nearest(layer.weight)
+    outcome: dict[str, Any] | None = None
+    if samples is not None:  # both starts scored on the sampler's output; "best" starts from the better one
+        scores, ranges = score_starts(unet, samples)
+        start = "minmax" if cfg.start == "best" and scores["minmax"] > scores["recipe"] else "recipe"
+        set_start(unet, ranges, start)
+        start_state = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        outcome = {"start": start, "psnr": dict(scores)}
+        logger.info("reconstruction starts from the %s activation ranges (samples vs FP: recipe %.2f dB, minmax "
+                    "%.2f dB)", start, scores["recipe"], scores["minmax"])  # fmt: skip
     ckpt = ResumeCheckpoints(Path(out_dir) / ".resume", key) if out_dir is not None else None
     start, losses = ckpt.load(unet) if (ckpt and resume) else (0, [])
 
@@ -336,4 +358,13 @@ def _reconstruct(
                 search_groups=search_groups, judge=judge)  # fmt: skip
     if ckpt is not None:
         ckpt.clear()
-    return losses
+    if outcome is not None:  # the whole result against its start, on the sampler's output
+        outcome["psnr"]["reconstructed"] = samples()
+        candidates = ["reconstructed", outcome["start"]]
+        outcome["kept"] = max(candidates, key=outcome["psnr"].__getitem__)  # a tie keeps the reconstruction
+        if outcome["kept"] != "reconstructed":
+            unet.load_state_dict(start_state)
+            set_start(unet, ranges, outcome["kept"])
+        logger.info("samples vs FP (dB): %s: keeping the %s", {k: round(v, 2) for k, v in outcome["psnr"].items()},
+                    outcome["kept"])  # fmt: skip
+    return losses, outcome

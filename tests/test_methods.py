@@ -130,16 +130,17 @@ def test_adpdm_ranges_see_every_step_and_the_peers_their_calibration_steps(monke
     assert observed[2] == list(range(K)) and len(observed[3]) == 2  # adpdm-g1: SRM's model, then its steps
 
 
-def test_reconstruction_lowers_the_block_error_and_never_the_held_out_model():
+@pytest.mark.parametrize("accept_on", ["unit", "model"])
+def test_reconstruction_lowers_the_block_error_and_never_the_held_out_error(accept_on):
     unet = make_unet()
     calib, _ = _cfgs(steps=4)
     res = run_ptq(unet, SCHED, "qdiffusion", adpdm.QuantConfig.preset("w4a8", num_steps=K), calib,
-                  ReconConfig(iters=30, batch_size=8), progress=False)  # fmt: skip
+                  ReconConfig(iters=30, batch_size=8, accept_on=accept_on), progress=False)  # fmt: skip
     losses = res.report["unit_losses"]
     improved = sum(u["fit_after"] < u["fit_before"] for u in losses)
     assert improved >= 0.8 * len(losses)
-    # each result is judged on the whole model's error on held-out trajectories, and never kept if worse
-    assert {u["judged_on"] for u in losses} == {"model"}
+    # each result is judged on held-out trajectories (the unit's error, or the whole model's), never kept if worse
+    assert {u["judged_on"] for u in losses} == {accept_on}
     assert all(u["rec_after"] <= u["rec_before"] for u in losses)
     assert all((u["kept"] == "reconstructed") == (u["heldout_reconstructed"] < u["rec_before"]) for u in losses)
 
@@ -181,3 +182,35 @@ def test_bad_arguments_fail_before_work():
         ReconConfig(iters=0)
     with pytest.raises(ValueError, match="resume"):
         run_ptq(make_unet(), SCHED, "rtn", adpdm.QuantConfig.preset("w8a8", num_steps=K), calib, recon, resume=True)
+
+
+def test_a_run_never_ends_below_its_start_on_the_samplers_output(monkeypatch):
+    """The whole reconstructed model is kept only if its samples are at least as close to FP as the
+    start's; a reconstruction that wrecks the model ends as its start, exactly."""
+    base = make_unet()
+    calib, recon = _cfgs(steps=2)
+    qcfg = _qcfg("qdiffusion", "w4a8")
+
+    def idle(model, *args, **kwargs):
+        return []
+
+    def wreck(model, *args, **kwargs):
+        for _, q in adpdm.quantize.act_quantizers(model):
+            q.scale.data.mul_(50)
+        return []
+
+    monkeypatch.setattr(ptq, "reconstruct", idle)
+    start = run_ptq(_copy(base), SCHED, "qdiffusion", qcfg, calib, recon, progress=False)
+    monkeypatch.setattr(ptq, "reconstruct", wreck)
+    wrecked = run_ptq(_copy(base), SCHED, "qdiffusion", qcfg, calib, recon, progress=False)
+    outcome = wrecked.report["outcome"]
+    assert outcome["start"] in ("recipe", "minmax") and set(outcome["psnr"]) == {"recipe", "minmax", "reconstructed"}
+    assert outcome["kept"] == outcome["start"] and outcome["psnr"]["reconstructed"] < outcome["psnr"][outcome["start"]]
+    for (name, a), (_, b) in zip(start.model.state_dict().items(), wrecked.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert start.report["outcome"]["kept"] == "reconstructed"  # no change is kept (a tie)
+    off = run_ptq(_copy(base), SCHED, "qdiffusion", qcfg, calib, dataclasses.replace(recon, sample_judge=0,
+                  start="recipe"), progress=False)  # fmt: skip
+    assert off.report["outcome"] is None
+    with pytest.raises(ValueError, match="sample_judge"):
+        ReconConfig(sample_judge=0)

@@ -12,9 +12,12 @@ Notation (K sampling steps, G groups; one shared partition, or one per quantizer
 2. Entropy: drives every pi_k to one-hot. It is scaled by the unit's initial error L_b(0), so one
    lambda suits units of very different output magnitude (our choice; the paper gives none).
 3. Temperature: tau is cosine-annealed from ``tau_start`` to ``tau_end`` over the whole run
-   (all units), not restarted per unit.
-4. Hardening: after each unit the table follows argmax alpha, so the unit is evaluated (and the
-   next units are fitted) with the hard table that :func:`adpdm.freeze` will keep.
+   (all units, the searched iterations of each), not restarted per unit.
+4. Hardening: a unit searches during its first ``iters`` iterations (``ReconConfig.search_fraction`` of
+   them); then the table
+   follows argmax alpha and the unit's remaining iterations fit its scales and rounding to that
+   hard table, the one :func:`adpdm.freeze` keeps. The unit is evaluated (and the next units are
+   fitted) with it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class GroupSearch:
     Args:
         parts: the partitions the unit searches (:func:`searched_partitions`).
         index: the unit's position in the run; ``total_units`` the run's length.
-        iters: optimisation iterations per unit.
+        iters: optimisation iterations of the search in each unit (the unit may run more).
         tau_start: temperature at the start of the run; ``tau_end`` at its end.
         entropy_weight: lambda.
         error_scale: the unit's initial error L_b(0).
@@ -79,6 +82,10 @@ class GroupSearch:
         finally:
             for p in self.parts:
                 p.searching = False
+
+    def active(self, it: int) -> bool:
+        """Whether iteration ``it`` of the unit still searches."""
+        return it < self.iters
 
     def set_temperature(self, it: int) -> None:
         """tau at iteration ``it`` of this unit, on the cosine schedule of the whole run."""
