@@ -44,7 +44,7 @@ from torch import nn
 from . import __version__
 from .calib import srm
 from .calib import timesteps as ts
-from .calib.data import CalibrationSet, describe, forward_rows, record_trajectories
+from .calib.data import CalibrationSet, describe, forward_rows, record_trajectories, relative_error
 from .calib.groups import partition_from_statistics
 from .config import QuantConfig
 from .methods import MethodSpec, get_method
@@ -305,14 +305,12 @@ def _model_judge(
     """The whole model's held-out error in its current state: per row the relative output error
     against FP, weighted by ``b_k^2`` of its step (how far it moves the sampler), averaged."""
     with quantization_disabled(unet):
-        fp = forward_rows(unet, held, batch, device).flatten(1)
+        fp = forward_rows(unet, held, batch, device).double()
     weights = sensitivity.double().pow(2)[held.step]
     weights = weights / weights.mean()
-    energy = fp.double().pow(2).sum(1).clamp_min(1e-12)
 
     def judge() -> float:
-        err = (forward_rows(unet, held, batch, device).flatten(1) - fp).double().pow(2).sum(1) / energy
-        return float((err * weights).mean())
+        return float((relative_error(forward_rows(unet, held, batch, device).double(), fp) * weights).mean())
 
     return judge
 

@@ -183,3 +183,9 @@ def forward_rows(model: torch.nn.Module, calib: CalibrationSet, batch: int, devi
         with step_context(step.to(device)):
             outs.append(model(x, t, **cond).sample.float().cpu())
     return torch.cat(outs)
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(N,) per row: ``||out - ref||^2 / ||ref||^2`` over every other dimension (in the inputs' dtype)."""
+    ref = ref.flatten(1)
+    return (out.flatten(1) - ref).pow(2).sum(1) / ref.pow(2).sum(1).clamp_min(1e-12)

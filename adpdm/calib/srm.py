@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..quantize import act_quantizers, quantization_disabled
-from .data import CalibrationSet, forward_rows
+from .data import CalibrationSet, forward_rows, relative_error
 from .timesteps import uniform_steps
 
 
@@ -45,7 +45,7 @@ def step_risks(model: nn.Module, data: CalibrationSet, batch: int, device: torch
     q_out = forward_rows(model, data, batch, device)
     with quantization_disabled(model):
         fp_out = forward_rows(model, data, batch, device)
-    err = (q_out - fp_out).flatten(1).pow(2).sum(1) / fp_out.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+    err = relative_error(q_out, fp_out)
     k = data.num_steps
     return torch.zeros(k).index_add_(0, data.step, err) / torch.bincount(data.step, minlength=k).clamp_min(1)
 

@@ -2,7 +2,7 @@ import torch
 from conftest import make_unet
 from diffusers import DDPMScheduler
 
-from adpdm.calib.data import CalibrationSet, record_trajectories
+from adpdm.calib.data import CalibrationSet, record_trajectories, relative_error
 from adpdm.sampling import SamplerConfig
 
 SCHED = dict(DDPMScheduler(num_train_timesteps=1000).config)
@@ -40,3 +40,14 @@ def test_recording_is_seeded_and_selects_steps():
     assert torch.equal(a.x, b.x)
     sel = a.select_steps([1, 3])
     assert set(sel.step.tolist()) == {1, 3} and len(sel) == 6
+
+
+def test_relative_error_is_per_row_and_scale_free():
+    ref = torch.randn(3, 2, 4, 4)
+    out = ref + 0.1 * torch.randn_like(ref)
+    err = relative_error(out, ref)
+    assert err.shape == (3,)
+    expected = torch.stack([((o - r).pow(2).sum() / r.pow(2).sum()) for o, r in zip(out, ref, strict=True)])
+    torch.testing.assert_close(err, expected)
+    torch.testing.assert_close(relative_error(10 * out, 10 * ref), err)  # the size of a row does not count
+    assert relative_error(ref, ref).eq(0).all() and relative_error(out, torch.zeros_like(ref)).isfinite().all()
