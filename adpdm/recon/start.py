@@ -4,9 +4,10 @@ Reconstruction decides unit by unit on one-step errors (:func:`adpdm.ptq` step 6
 do not see what decides the final image: on ``embedded:mnist`` at W8A8 (validation noise seed 7,
 draws 1-2, 256 samples) min-max activation ranges gave samples 1.4-2.5 dB PSNR closer to FP than
 the Lp ranges of the recipe (standard error 0.3-0.4 dB), while the one-step error preferred Lp
-ranges by up to 15% at the first steps. The one-step errors are almost equal; what differs is the
-systematic part of the error at the middle steps (1.5x lower with min-max ranges), which the
-sampler accumulates. So two whole-model decisions are taken on the sampler's output:
+ranges by up to 15% at the first steps. (The systematic part of the error at the middle steps is
+1.5x lower with min-max ranges, but removing it did not close the gap: why the one-step error
+ranks them the wrong way round is open, ``benchmarks/validation/results/judge_study.md``.) So
+two whole-model decisions are taken on the sampler's output:
 
 * :func:`score_starts`: the activation ranges reconstruction starts from, the recipe's or min-max,
   whichever gives samples closer to FP;
