@@ -121,6 +121,42 @@ def test_config_validates_rounding_and_holdout():
         ReconConfig(holdout=1.0)
     with pytest.raises(ValueError, match="row_error"):
         ReconConfig(row_error="sampler")
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="search_fraction"):
+            ReconConfig(search_fraction=bad)
+    with pytest.raises(ValueError, match="start"):
+        ReconConfig(start="rtn")
+    with pytest.raises(ValueError, match="sample_judge"):
+        ReconConfig(sample_judge=-1)
+
+
+def test_the_group_search_runs_on_its_share_of_the_iterations_then_fits_the_hard_table(monkeypatch):
+    mixtures = []  # one entry per quantizer call that used the soft mixture
+    real = adpdm.nn.act_quant.ActQuantizer._mixture
+    monkeypatch.setattr(adpdm.nn.act_quant.ActQuantizer, "_mixture",
+                        lambda self, x, step: mixtures.append(1) or real(self, x, step))  # fmt: skip
+    hardened = []  # alpha at every hardening
+    real_harden = adpdm.recon.group_search.GroupSearch.harden
+
+    def harden(self):
+        hardened.append(self.parts[0].alpha.detach().clone())
+        real_harden(self)
+
+    monkeypatch.setattr(adpdm.recon.group_search.GroupSearch, "harden", harden)
+    counts = {}
+    for fraction in (0.5, 1.0):
+        mixtures.clear()
+        hardened.clear()
+        unet, calib, units = _calibrated(groups=2)
+        unit = next(u for u in units if u.kind == "resnet")
+        cfg = dataclasses.replace(CFG, iters=8, search_fraction=fraction)
+        reconstruct_unit(unet, unit, 0, calib, cfg, len(units), CPU, search_groups=True)
+        counts[fraction] = len(mixtures)
+        part = unet.adpdm_partition
+        assert len(hardened) == (2 if fraction < 1 else 1)  # mid-run (then the hard table), and after the unit
+        assert torch.equal(hardened[0], hardened[-1])  # after the mid-run hardening nothing moves alpha
+        assert not part.searching and torch.equal(part.table, hardened[-1].argmax(1))
+    assert 0 < 2 * counts[0.5] == counts[1.0]  # half the iterations searched
 
 
 def test_relative_row_error_counts_every_row_by_its_relative_error():
