@@ -61,7 +61,7 @@ from .quantize import (
 from .recon.capture import execution_order
 from .recon.reconstruct import SPLIT_STREAM, ReconConfig, UnitLoss, heldout_trajectories, reconstruct
 from .recon.resume import ResumeCheckpoints, fingerprint
-from .recon.start import SampleJudge, score_starts, set_start
+from .recon.start import SampleJudge, SamplerCheck
 from .sampling import SamplerConfig, eps_sensitivity
 from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
 
@@ -335,34 +335,20 @@ def _reconstruct(
     if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys), at round to nearest
         for _, layer in quant_layers(unet):
             layer.weight_quant.set_nearest(layer.weight)
-    outcome: dict[str, Any] | None = None
-    if samples is not None:  # both starts scored on the sampler's output; "best" starts from the better one
-        scores, ranges = score_starts(unet, samples)
-        start = "minmax" if cfg.start == "best" and scores["minmax"] > scores["recipe"] else "recipe"
-        set_start(unet, ranges, start)
-        start_state = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-        outcome = {"start": start, "psnr": dict(scores)}
-        logger.info("reconstruction starts from the %s activation ranges (samples vs FP: recipe %.2f dB, minmax "
-                    "%.2f dB)", start, scores["recipe"], scores["minmax"])  # fmt: skip
+    check = SamplerCheck(samples, choose=cfg.start == "best") if samples is not None else None
+    if check is not None:
+        check.begin(unet)  # the start: the recipe's or min-max activation ranges, on the sampler's output
     ckpt = ResumeCheckpoints(Path(out_dir) / ".resume", key) if out_dir is not None else None
-    start, losses = ckpt.load(unet) if (ckpt and resume) else (0, [])
+    first, losses = ckpt.load(unet) if (ckpt and resume) else (0, [])
 
     def done(i: int, loss: UnitLoss) -> None:
         losses.append(dataclasses.asdict(loss))
         if ckpt is not None:
             ckpt.save(unet, i + 1, losses)
 
-    reconstruct(unet, units, rows, cfg, device, start_unit=start, on_unit_done=done, progress=progress, held_rows=held,
+    reconstruct(unet, units, rows, cfg, device, start_unit=first, on_unit_done=done, progress=progress, held_rows=held,
                 search_groups=search_groups, judge=judge)  # fmt: skip
     if ckpt is not None:
         ckpt.clear()
-    if outcome is not None:  # the whole result against its start, on the sampler's output
-        outcome["psnr"]["reconstructed"] = samples()
-        candidates = ["reconstructed", outcome["start"]]
-        outcome["kept"] = max(candidates, key=outcome["psnr"].__getitem__)  # a tie keeps the reconstruction
-        if outcome["kept"] != "reconstructed":
-            unet.load_state_dict(start_state)
-            set_start(unet, ranges, outcome["kept"])
-        logger.info("samples vs FP (dB): %s: keeping the %s", {k: round(v, 2) for k, v in outcome["psnr"].items()},
-                    outcome["kept"])  # fmt: skip
+    outcome = check.end(unet) if check is not None else None  # the result is kept only if it beats the start
     return losses, outcome

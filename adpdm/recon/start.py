@@ -9,10 +9,12 @@ ranges by up to 15% at the first steps. (The systematic part of the error at the
 ranks them the wrong way round is open, ``benchmarks/validation/results/judge_study.md``.) So
 two whole-model decisions are taken on the sampler's output:
 
-* :func:`score_starts`: the activation ranges reconstruction starts from, the recipe's or min-max,
-  whichever gives samples closer to FP;
-* the result of reconstruction is kept only if its samples are closer to FP than the start's
-  (:func:`adpdm.ptq`), so the run never ends below its start.
+* the activation ranges reconstruction starts from, the recipe's or min-max, whichever gives
+  samples closer to FP (:func:`score_starts`);
+* the result of reconstruction is kept only if its samples are at least as close to FP as the
+  start's, so the run never ends below its start.
+
+:class:`SamplerCheck` takes both, before and after reconstruction (:func:`adpdm.run_ptq`).
 
 The judge, :class:`SampleJudge`, samples fresh trajectories of the calibration seed (indices after
 the recorded ones: data-free, never the evaluation noise) and scores the mean PSNR of the final
@@ -24,6 +26,7 @@ samples did; with 16 it did not (``benchmarks/validation/results/judge_study.md`
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,3 +131,33 @@ def score_starts(model: nn.Module, judge: SampleJudge) -> tuple[dict[str, float]
 def set_start(model: nn.Module, ranges: dict[str, list], name: str) -> None:
     """Set the activation ranges ``name`` ("recipe" or "minmax") of :func:`score_starts`."""
     _set_act_ranges(model, ranges[name])
+
+
+class SamplerCheck:
+    """The whole-model decisions of one run, on ``judge``'s score.
+
+    :meth:`begin` (before reconstruction) scores both starts and sets the better one (``choose``;
+    else the recipe's); :meth:`end` (after it) keeps the reconstructed model only if it scores
+    at least as high as that start, else restores the start exactly, and returns the report.
+    """
+
+    def __init__(self, judge: SampleJudge, choose: bool = True) -> None:
+        self.judge, self.choose = judge, choose
+
+    def begin(self, model: nn.Module) -> None:
+        self.scores, self.ranges = score_starts(model, self.judge)
+        better = MINMAX if self.scores[MINMAX] > self.scores["recipe"] else "recipe"
+        self.start = better if self.choose else "recipe"
+        set_start(model, self.ranges, self.start)
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        logger.info("reconstruction starts from the %s activation ranges (samples vs FP: recipe %.2f dB, minmax "
+                    "%.2f dB)", self.start, self.scores["recipe"], self.scores[MINMAX])  # fmt: skip
+
+    def end(self, model: nn.Module) -> dict[str, Any]:
+        """``{"start", "psnr": {"recipe", "minmax", "reconstructed"}, "kept"}``."""
+        psnr_db = {**self.scores, "reconstructed": self.judge()}
+        kept = "reconstructed" if psnr_db["reconstructed"] >= psnr_db[self.start] else self.start
+        if kept != "reconstructed":
+            model.load_state_dict(self.state)
+        logger.info("samples vs FP (dB): %s: keeping the %s", {k: round(v, 2) for k, v in psnr_db.items()}, kept)
+        return {"start": self.start, "psnr": psnr_db, "kept": kept}

@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 import adpdm
 from adpdm.calib.data import forward_rows, record_trajectories
 from adpdm.quantize import act_quantizers, quant_layers, quantization_disabled
-from adpdm.recon.start import SampleJudge, minmax_act_ranges, score_starts, set_start
+from adpdm.recon.start import SampleJudge, SamplerCheck, minmax_act_ranges, score_starts, set_start
 from adpdm.sampling import SamplerConfig
 
 K = 3
@@ -80,3 +80,23 @@ def test_the_sample_judge_scores_samples_against_fp_on_fixed_noise():
     for _, q in act_quantizers(unet):  # coarser activations: further from FP
         q.scale.data.mul_(8)
     assert judge() < score
+
+
+def test_the_check_keeps_a_result_only_if_it_scores_at_least_its_start():
+    lp, minmax = _twins()
+    for choose, start in ((True, "minmax"), (False, "recipe")):
+        for result, kept in ((1.5, None), (2.5, "reconstructed")):
+            model = copy.deepcopy(lp)
+            scores = iter([1.0, 2.0, result])  # recipe, min-max, then the reconstructed model
+            check = SamplerCheck(lambda scores=scores: next(scores), choose=choose)
+            check.begin(model)
+            assert check.start == start
+            at_start = copy.deepcopy(model.state_dict())
+            for _, q in act_quantizers(model):  # "reconstruction" changes the model
+                q.scale.data.mul_(1.1)
+            report = check.end(model)
+            expected = kept or ("reconstructed" if result >= (2.0 if choose else 1.0) else start)
+            assert report == {"start": start, "psnr": {"recipe": 1.0, "minmax": 2.0, "reconstructed": result},
+                              "kept": expected}  # fmt: skip
+            restored = all(torch.equal(v, model.state_dict()[k]) for k, v in at_start.items())
+            assert restored == (expected != "reconstructed")
