@@ -204,6 +204,8 @@ def run_ptq(
         )
         sensitivity = eps_sensitivity(scheduler_config, calib_cfg.sampler)
         samples = None
+        if recon_cfg.sample_judge and not recorded_here:
+            logger.info("calibration data recorded elsewhere: the start and the result are not judged on samples")
         if recon_cfg.sample_judge and recorded_here:
             samples = SampleJudge(unet, scheduler_config, calib_cfg.sampler, recon_cfg.sample_judge,
                                   calib_cfg.num_samples, num_classes, null_class, device)  # fmt: skip

@@ -149,7 +149,7 @@ class SamplerCheck:
         better = MINMAX if self.scores[MINMAX] > self.scores["recipe"] else "recipe"
         self.start = better if self.choose else "recipe"
         set_start(model, self.ranges, self.start)
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # off the GPU
         logger.info("reconstruction starts from the %s activation ranges (samples vs FP: recipe %.2f dB, minmax "
                     "%.2f dB)", self.start, self.scores["recipe"], self.scores[MINMAX])  # fmt: skip
 
