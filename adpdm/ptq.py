@@ -333,7 +333,9 @@ def _reconstruct(
 ) -> tuple[list[dict], dict | None]:
     rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
     units = execution_order(unet, find_units(unet), rows, device)
-    judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device) if held is not None else None
+    judge = None  # the whole model's one-step error, run only when it decides (accept_on "model")
+    if held is not None and cfg.accept_on == "model":
+        judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device)
     if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys), at round to nearest
         for _, layer in quant_layers(unet):
             layer.weight_quant.set_nearest(layer.weight)
