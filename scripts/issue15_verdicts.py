@@ -1,0 +1,53 @@
+"""Issue 15's aims read off a benchmark file (default benchmarks/results/full.json), as markdown tables.
+
+Per model and preset: PSNR against FP per calibration draw for every method, adpdm minus each peer per draw,
+the paired wins, the mean PSNR and FID against FP, the calibration-time ratio adpdm / qdiffusion per draw, and
+whether the aim holds (mean PSNR and mean FID ahead of every peer and at least 3 of 4 paired draws won; at
+W8A8 the mean within 0.3 dB of rtn or above it). Usage: python scripts/issue15_verdicts.py [FILE]
+"""
+
+import json
+import sys
+from statistics import mean
+
+PATH = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/full.json"
+PEERS = ("rtn", "ptq4dm", "qdiffusion")
+rows = json.load(open(PATH))["rows"]
+cell = {(r["model"], r["preset"], r["method"], r["draw"]): r for r in rows if r["method"] != "fp32"}
+models = sorted({k[0] for k in cell})
+presets = ("w8a8", "w8a6", "w6a6", "w4a8", "w4a6", "w4a8-strict")
+
+
+def draws(model, preset, method):
+    return sorted(d for (m, p, me, d) in cell if (m, p, me) == (model, preset, method))
+
+
+for model in models:
+    print(f"\n#### {model}\n")
+    names = PEERS + ("adpdm",)
+    print("| preset | " + " | ".join(names) + " | adpdm - " + " / ".join(PEERS)
+          + " (wins) | FID vs FP: " + " / ".join(names) + " | time adpdm / qdiffusion | aim |")  # fmt: skip
+    print("|---" * 9 + "|")
+    for preset in presets:
+        if not draws(model, preset, "adpdm"):
+            continue
+        psnr = {me: [cell[model, preset, me, d]["psnr"] for d in draws(model, preset, me)] for me in PEERS + ("adpdm",)}
+        fid = {me: mean(cell[model, preset, me, d]["fid_fp"] for d in draws(model, preset, me)) for me in psnr}
+        ok, diffs = True, []
+        for peer in PEERS:
+            common = sorted(set(draws(model, preset, peer)) & set(draws(model, preset, "adpdm")))
+            d = [cell[model, preset, "adpdm", x]["psnr"] - cell[model, preset, peer, x]["psnr"] for x in common]
+            wins = sum(v > 0 for v in d)
+            diffs.append(f"{mean(d):+.2f} ({wins}/{len(d)})" if d else "-")
+            if preset == "w8a8":
+                ok &= peer != "rtn" or mean(d) >= -0.3
+            elif not preset.endswith("strict"):
+                ok &= bool(d) and mean(d) > 0 and wins >= 3 and fid["adpdm"] < fid[peer]
+        common = sorted(set(draws(model, preset, "qdiffusion")) & set(draws(model, preset, "adpdm")))
+        secs = {me: [cell[model, preset, me, d]["calib_seconds"] for d in common] for me in ("adpdm", "qdiffusion")}
+        ratio = [a / q for a, q in zip(secs["adpdm"], secs["qdiffusion"], strict=True)]
+        n = len(psnr["adpdm"])
+        aim = "-" if preset.endswith("strict") else ("met" if ok else "missed") if n == 4 else f"open ({n} draws)"
+        print(f"| {preset.upper()} | " + " | ".join(" / ".join(f"{v:.2f}" for v in psnr[me]) for me in psnr)
+              + " | " + " / ".join(diffs) + " | " + " / ".join(f"{fid[me]:.1f}" for me in fid)
+              + " | " + " / ".join(f"{v:.2f}" for v in ratio) + f" | {aim} |")  # fmt: skip
