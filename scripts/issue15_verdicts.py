@@ -31,7 +31,7 @@ for model in models:
     for preset in presets:
         if not draws(model, preset, "adpdm"):
             continue
-        psnr = {me: [cell[model, preset, me, d]["psnr"] for d in draws(model, preset, me)] for me in PEERS + ("adpdm",)}
+        psnr = {me: [cell[model, preset, me, d]["psnr"] for d in draws(model, preset, me)] for me in names}
         fid = {me: mean(cell[model, preset, me, d]["fid_fp"] for d in draws(model, preset, me)) for me in psnr}
         ok, diffs = True, []
         for peer in PEERS:

@@ -2,21 +2,21 @@
 steps and the FP one the others (same noise, validation seed 7); the haze and the FID against data of each mix.
 
 "quant [a, b)" runs the quantized model on steps a..b-1 (step 0 is the noisiest) and FP elsewhere.
-Usage: PYTHONPATH=. python scripts/fid_study/haze_by_step.py [MODEL] [PRESET] [METHOD] [num]
+Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/haze_by_step.py [MODEL] [PRESET] [METHOD] [num]
 """
 
 import copy
 import logging
 import sys
 
-import torch
+from haze import bench_calibration, faint_share, far_background, haze
 from torch import nn
 
 from adpdm.config import QuantConfig
 from adpdm.eval.evaluate import EvalConfig, Evaluator
 from adpdm.eval.metrics import psnr
 from adpdm.models.loading import load_model
-from adpdm.ptq import CalibConfig, ReconConfig, run_ptq
+from adpdm.ptq import run_ptq
 from adpdm.sampling import SamplerConfig, sample
 
 logging.basicConfig(level=logging.WARNING)
@@ -47,20 +47,16 @@ sched = model.scheduler_config
 guidance = model.default_guidance if model.num_classes else 1.0
 classes = dict(num_classes=model.num_classes, null_class=model.null_class)
 sampler = SamplerConfig(num_steps=K, seed=7, guidance_scale=guidance)
-calib_sampler = SamplerConfig(num_steps=K, seed=1, guidance_scale=guidance)
-calib = CalibConfig(num_samples=16, calib_steps=6, signature_samples=4, sampler=calib_sampler)
+calib, recon = bench_calibration(1, K, guidance)  # the benchmark's, draw 1
 quant = copy.deepcopy(model.unet)
 qcfg = QuantConfig.preset(PRESET, num_steps=K)
-run_ptq(quant, sched, METHOD, qcfg, calib, ReconConfig(iters=50), progress=False, **classes)
+run_ptq(quant, sched, METHOD, qcfg, calib, recon, progress=False, **classes)
 ev = Evaluator(EvalConfig(ref_num=2000), progress=False)
 fp = sample(model.unet, sched, N, sampler, progress=False, **classes).images
-# background: 3 pixels or more away from any FP ink, so a moved stroke is not counted as haze
-background = torch.nn.functional.max_pool2d((fp > -0.95).float(), 7, stride=1, padding=3) == 0
+background = far_background(fp)
 for lo, hi in ((0, 0), (0, K), (0, 10), (10, K), (15, K), (19, K)):
     mix = Mix(model.unet, quant, lo, hi)
     x = sample(mix, sched, N, sampler, progress=False, callback=mix.set_step, **classes).images
-    haze = float((x[background] + 1).pow(2).mean().sqrt())
-    faint = float(((x > -0.98) & (x < -0.8)).float().mean())
     fid = ev.evaluate(x).fid_data
     print(f"{SPEC} {PRESET} {METHOD} quant [{lo:2d}, {hi:2d}): psnr {float(psnr(x, fp).clamp(max=100).mean()):.2f} "
-          f"haze {haze:.4f} faint {faint:.4f} fid_data {fid:.1f}", flush=True)  # fmt: skip
+          f"haze {haze(x, background):.4f} faint {faint_share(x):.4f} fid_data {fid:.1f}", flush=True)  # fmt: skip

@@ -6,14 +6,16 @@ Prints one line per run: PSNR against FP, what the sampler check kept, its score
 """
 
 import copy
+import dataclasses
 import sys
 
 import torch
 
+from adpdm.bench import BenchConfig
 from adpdm.config import QuantConfig
 from adpdm.eval.metrics import psnr
 from adpdm.models.loading import load_model
-from adpdm.ptq import CalibConfig, ReconConfig, run_ptq
+from adpdm.ptq import run_ptq
 from adpdm.sampling import SamplerConfig, sample
 
 torch.set_num_threads(2)
@@ -25,13 +27,13 @@ model = load_model("embedded:mnist", None)
 sched = model.scheduler_config
 sampler = SamplerConfig(num_steps=20, seed=7)
 fp = sample(model.unet, sched, N, sampler, progress=False).images
-# the benchmark's calibration settings
-calib = CalibConfig(num_samples=16, calib_steps=6, signature_samples=4, sampler=SamplerConfig(num_steps=20, seed=draw))
+bench = BenchConfig()  # the benchmark's calibration and reconstruction settings
+calib = dataclasses.replace(bench.calib, sampler=SamplerConfig(num_steps=20, seed=draw))
 for method in methods:
     for seed in seeds:
         unet = copy.deepcopy(model.unet)
         res = run_ptq(unet, sched, method, QuantConfig.preset(preset, num_steps=20), calib,
-                      ReconConfig(iters=50, seed=seed), progress=False)  # fmt: skip
+                      dataclasses.replace(bench.recon, seed=seed), progress=False)  # fmt: skip
         value = float(psnr(sample(unet, sched, N, sampler, progress=False).images, fp).mean())
         out = res.report.get("outcome") or {}
         kept = "".join("R" if u.get("kept") == "reconstructed" else "." for u in res.report.get("unit_losses", []))

@@ -1,0 +1,33 @@
+"""Measures of the background haze of the FID study, and the benchmark's calibration of one draw."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from adpdm.bench import BenchConfig
+from adpdm.ptq import CalibConfig, ReconConfig
+from adpdm.sampling import SamplerConfig
+
+
+def far_background(fp: torch.Tensor) -> torch.Tensor:
+    """Pixels 3 or more pixels away from any ink of the FP samples, so a moved stroke is not counted as haze."""
+    return torch.nn.functional.max_pool2d((fp > -0.95).float(), 7, stride=1, padding=3) == 0
+
+
+def haze(x: torch.Tensor, background: torch.Tensor) -> float:
+    """RMS above black (-1) over the background pixels."""
+    return float((x[background] + 1).pow(2).mean().sqrt())
+
+
+def faint_share(x: torch.Tensor) -> float:
+    """Share of the pixels barely above black, in (-0.98, -0.8)."""
+    return float(((x > -0.98) & (x < -0.8)).float().mean())
+
+
+def bench_calibration(draw: int, steps: int = 20, guidance: float = 1.0) -> tuple[CalibConfig, ReconConfig]:
+    """The benchmark's calibration and reconstruction settings for calibration draw ``draw``."""
+    bench = BenchConfig()
+    sampler = SamplerConfig(num_steps=steps, seed=draw, guidance_scale=guidance)
+    return dataclasses.replace(bench.calib, sampler=sampler), bench.recon
