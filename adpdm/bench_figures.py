@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,16 @@ def write_figures(data: dict[str, Any], folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [fid_vs_bits(data, folder / f"{name}_fid_vs_bits.png")]
     draws = data.get("config", {}).get("draws") or [None]
+    drawn: set[str] = set()
     for key, report in data.get("reports", {}).items():
         parts = key.split("|")
         if len(parts) > 3 and parts[3] != str(draws[0]):
             continue  # the ranges of the first draw only
-        if report.get("method") == "adpdm":
+        # the FP ranges and the partition often do not depend on the preset: one figure for identical content
+        content = json.dumps([parts[0], report.get("selection", {}).get("step_ranges"), report.get("partition"),
+                              report.get("selected_steps")])  # fmt: skip
+        if report.get("method") == "adpdm" and content not in drawn:
+            drawn.add(content)
             p = ranges_with_partition(report, folder / f"{name}_{key.replace('|', '_').replace(':', '_')}_ranges.png")
             if p is not None:
                 paths.append(p)
