@@ -30,7 +30,7 @@ from .utils.table import markdown_table
 logger = logging.getLogger(__name__)
 
 ROW_FIELDS = ("model", "method", "wbits", "abits", "groups", "timesteps", "num_samples", "fid_data", "fid_fp",
-              "psnr", "accuracy", "calib_seconds", "peak_mem_mb", "ckpt_bytes")  # fmt: skip
+              "psnr", "haze", "accuracy", "calib_seconds", "peak_mem_mb", "ckpt_bytes")  # fmt: skip
 MAIN_METHODS = ("rtn", "ptq4dm", "qdiffusion", "adpdm")
 ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
 # what the methods' settings were chosen on: never the benchmark's evaluation noise
@@ -263,7 +263,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> Path:
 
 
 ROW_COLUMNS = ("model", "method", "preset", "draw", "groups", "fid_data", "fid_fp", "fid_fp_floor", "psnr", "psnr_se",
-               "accuracy", "calib_seconds", "ckpt_bytes")  # fmt: skip
+               "haze", "accuracy", "calib_seconds", "ckpt_bytes")  # fmt: skip
 
 
 def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
@@ -277,15 +277,16 @@ def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
 
 def summary_table(data: dict[str, Any]) -> str:
     """Mean ± standard deviation over the draws (min-max of PSNR) per model, preset and method."""
-    lines = ["| model | preset | method | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data | accuracy "
-             "| calib s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | preset | method | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data | haze | accuracy "
+             "| calib s |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in sorted(data.get("summary", []), key=lambda s: (s["model"], s["preset"], s["method"])):
         p = s.get("psnr")
         span = f"{p['min']:.2f}-{p['max']:.2f}" if p else ""
         calib = [r["calib_seconds"] for r in data["rows"] if (r["model"], r["preset"], r["method"])
                  == (s["model"], s["preset"], s["method"]) and r.get("calib_seconds") is not None]  # fmt: skip
         lines.append(f"| {s['model']} | {s['preset']} | {s['method']} | {len(s['draws'])} | {_spread(s, 'psnr')} | "
-                     f"{span} | {_spread(s, 'fid_fp')} | {_spread(s, 'fid_data')} | {_spread(s, 'accuracy', 3)} | "
+                     f"{span} | {_spread(s, 'fid_fp')} | {_spread(s, 'fid_data')} | {_spread(s, 'haze', 4)} | "
+                     f"{_spread(s, 'accuracy', 3)} | "
                      f"{sum(calib) / len(calib) if calib else float('nan'):.0f} |")  # fmt: skip
     return "\n".join(lines)
 

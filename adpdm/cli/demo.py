@@ -24,7 +24,7 @@ from ..utils.table import markdown_table
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("model", "fid_data", "fid_fp", "psnr", "clf_fid_data", "accuracy", "calib_seconds")
+COLUMNS = ("model", "fid_data", "fid_fp", "psnr", "haze", "clf_fid_data", "accuracy", "calib_seconds")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,7 +1,10 @@
-"""Image-quality metrics that need no model: per-sample PSNR, and FID from given features.
+"""Image-quality metrics that need no model: per-sample PSNR, background haze, and FID from given features.
 
 PSNR compares two images of the same content (e.g. a quantized model's sample and the
-full-precision sample from the same noise); FID compares two distributions of features.
+full-precision sample from the same noise); FID compares two distributions of features. The
+background haze is the part of the error that FID sees most on dark-background data: a faint
+gray where the reference is black (the sampler's final clip keeps the upper half of a zero-mean
+error there).
 """
 
 from __future__ import annotations
@@ -40,6 +43,38 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     mse = diff.flatten(1).pow(2).mean(dim=1) if diff.dim() > 1 else diff.pow(2)  # (N,)
     # log10 of 0 is -inf, so identical samples give +inf without a special case.
     return 10.0 * (2.0 * math.log10(data_range) - torch.log10(mse))
+
+
+def background_haze(
+    images: torch.Tensor, reference: torch.Tensor, floor: float = -1.0, ink: float = 0.05, margin: int = 3,
+    min_share: float = 0.05,
+) -> float | None:  # fmt: skip
+    """RMS above the black ``floor`` of ``images`` over the reference's far background.
+
+    The background is every pixel of ``reference`` (e.g. the FP samples of the same noise) at least
+    ``margin`` pixels away from any pixel above ``floor + ink`` in any channel, so that a moved stroke
+    is not counted as haze. ``background_haze(fp, fp)`` is the reference's own level.
+
+    Args:
+        images: (N, C, H, W) samples in [floor, ...], e.g. [-1, 1].
+        reference: (N, C, H, W) samples of the same noise.
+
+    Returns:
+        The RMS of ``images - floor`` on the background pixels, or None when fewer than ``min_share``
+        of the pixels are background (data without a black floor, e.g. natural images).
+    """
+    if images.shape != reference.shape or images.dim() != 4:
+        raise ValueError(f"background_haze needs two (N, C, H, W) batches of one shape, got {tuple(images.shape)} "
+                         f"and {tuple(reference.shape)}")  # fmt: skip
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    inked = (reference.detach().float() > floor + ink).any(1, keepdim=True).float()
+    near = torch.nn.functional.max_pool2d(inked, 2 * margin + 1, stride=1, padding=margin) > 0
+    background = (~near).expand_as(images)
+    if float(background.float().mean()) < min_share:
+        return None
+    above = images.detach().double().to(background.device)[background] - floor
+    return float(above.pow(2).mean().sqrt())
 
 
 @dataclass

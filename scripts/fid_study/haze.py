@@ -1,4 +1,5 @@
-"""Measures of the background haze of the FID study, and the benchmark's calibration of one draw."""
+"""Measures of the background haze of the FID study (the haze itself: ``adpdm.eval.metrics.background_haze``),
+and the benchmark's calibration of one draw."""
 
 from __future__ import annotations
 
@@ -14,11 +15,6 @@ from adpdm.sampling import SamplerConfig
 def far_background(fp: torch.Tensor) -> torch.Tensor:
     """Pixels 3 or more pixels away from any ink of the FP samples, so a moved stroke is not counted as haze."""
     return torch.nn.functional.max_pool2d((fp > -0.95).float(), 7, stride=1, padding=3) == 0
-
-
-def haze(x: torch.Tensor, background: torch.Tensor) -> float:
-    """RMS above black (-1) over the background pixels."""
-    return float((x[background] + 1).pow(2).mean().sqrt())
 
 
 def faint_share(x: torch.Tensor) -> float:

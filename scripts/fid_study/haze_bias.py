@@ -14,13 +14,13 @@ import logging
 import sys
 
 import torch
-from haze import bench_calibration, faint_share, far_background, haze
+from haze import bench_calibration, faint_share, far_background
 from torch import nn
 
 import adpdm.sampling as sampling_module
 from adpdm.config import QuantConfig
 from adpdm.eval.evaluate import EvalConfig, Evaluator
-from adpdm.eval.metrics import psnr
+from adpdm.eval.metrics import background_haze, psnr
 from adpdm.models.loading import load_model
 from adpdm.ptq import run_ptq
 from adpdm.sampling import SamplerConfig, make_scheduler, sample
@@ -136,7 +136,7 @@ for method in METHODS:
         per_image = ((raw - fp_raw) * background).sum(dim=(1, 2, 3)) / background.sum(dim=(1, 2, 3)).clamp(min=1)
         print(
             f"{SPEC} {PRESET} {method} {name}: psnr {float(psnr(x, fp).clamp(max=100).mean()):.2f} "
-            f"haze {haze(x, background):.4f} faint {faint_share(x):.4f} fid_data {ev.evaluate(x).fid_data:.1f} | "
+            f"haze {background_haze(x, fp):.4f} faint {faint_share(x):.4f} fid_data {ev.evaluate(x).fid_data:.1f} | "
             f"background quant-FP before the clip: mean {float(d.mean()):+.4f} std {float(d.std()):.4f} "
             f"per-image mean spread {float(per_image.std()):.4f}",
             flush=True,

@@ -9,12 +9,12 @@ import copy
 import logging
 import sys
 
-from haze import bench_calibration, faint_share, far_background, haze
+from haze import bench_calibration, faint_share, far_background
 from torch import nn
 
 from adpdm.config import QuantConfig
 from adpdm.eval.evaluate import EvalConfig, Evaluator
-from adpdm.eval.metrics import psnr
+from adpdm.eval.metrics import background_haze, psnr
 from adpdm.models.loading import load_model
 from adpdm.ptq import run_ptq
 from adpdm.sampling import SamplerConfig, sample
@@ -59,4 +59,4 @@ for lo, hi in ((0, 0), (0, K), (0, 10), (10, K), (15, K), (19, K)):
     x = sample(mix, sched, N, sampler, progress=False, callback=mix.set_step, **classes).images
     fid = ev.evaluate(x).fid_data
     print(f"{SPEC} {PRESET} {METHOD} quant [{lo:2d}, {hi:2d}): psnr {float(psnr(x, fp).clamp(max=100).mean()):.2f} "
-          f"haze {haze(x, background):.4f} faint {faint_share(x):.4f} fid_data {fid:.1f}", flush=True)  # fmt: skip
+          f"haze {background_haze(x, fp):.4f} faint {faint_share(x):.4f} fid_data {fid:.1f}", flush=True)  # fmt: skip

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import torch
-from haze import bench_calibration, faint_share, far_background, haze
+from haze import bench_calibration, faint_share, far_background
 
 from adpdm.config import QuantConfig
 from adpdm.eval.evaluate import EvalConfig, Evaluator
-from adpdm.eval.metrics import psnr
+from adpdm.eval.metrics import background_haze, psnr
 from adpdm.generate import generate
 from adpdm.models.loading import load_model
 from adpdm.ptq import run_ptq
@@ -56,5 +56,5 @@ for name, x in samples.items():
     acc = "" if res.accuracy is None else f" accuracy {res.accuracy:.3f}"
     value = float(psnr(x, fp).mean()) if name != "fp32" else float("inf")
     print(f"{SPEC} {PRESET} {name:10s} psnr {value:.2f} fid_data {res.fid_data:.1f} bg-cleaned {cleaned:.1f} "
-          f"haze {haze(x, background):.4f} faint {faint_share(x):.4f} ink {float(top.mean()):.3f} "
+          f"haze {background_haze(x, fp):.4f} faint {faint_share(x):.4f} ink {float(top.mean()):.3f} "
           f"ink_share {float((x > 0).float().mean()):.3f}{acc}", flush=True)  # fmt: skip

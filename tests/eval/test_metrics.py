@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from adpdm.eval.frechet import FeatureStats, frechet_distance
-from adpdm.eval.metrics import fid_from_features, mean_psnr, psnr, summarize_psnr
+from adpdm.eval.metrics import background_haze, fid_from_features, mean_psnr, psnr, summarize_psnr
 
 
 def test_psnr_pinned_values():
@@ -82,3 +82,38 @@ def test_evaluator_reuses_the_fp_inception_statistics_of_the_same_unchanged_tens
     assert evaluator.fp_inception_stats(other) == 4
     other.add_(1.0)  # changed in place: computed again
     assert evaluator.fp_inception_stats(other) == 5
+
+
+def _digits(n: int = 4, size: int = 16) -> torch.Tensor:
+    """Black images with a bright bar in the middle."""
+    x = torch.full((n, 1, size, size), -1.0)
+    x[:, :, 4:12, 7:9] = 1.0
+    return x
+
+
+def test_background_haze_counts_gray_on_the_black_background():
+    fp = _digits()
+    assert background_haze(fp, fp) == 0.0
+    gray = fp.clone()
+    gray[gray < 0] = -0.9  # the whole background lifted by 0.1
+    assert background_haze(gray, fp) == pytest.approx(0.1, abs=1e-6)
+    # zero-mean noise clipped at -1 leaves its upper half: RMS above the floor of a half-normal = sigma / sqrt(2)
+    g = torch.Generator().manual_seed(0)
+    noisy = (_digits(64, 32) + 0.1 * torch.randn(64, 1, 32, 32, generator=g)).clamp(-1, 1)
+    assert background_haze(noisy, _digits(64, 32)) == pytest.approx(0.1 / math.sqrt(2), rel=0.03)
+
+
+def test_background_haze_ignores_strokes_near_the_reference_ink():
+    fp = _digits()
+    moved = fp.roll(2, dims=3)  # the bar moved by two pixels: an error PSNR counts, not haze
+    assert background_haze(moved, fp) == 0.0
+    assert background_haze(moved, fp, margin=0) > 0.0
+
+
+def test_background_haze_is_none_without_a_black_floor_and_checks_shapes():
+    natural = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert background_haze(natural, natural) is None
+    with pytest.raises(ValueError, match="one shape"):
+        background_haze(_digits(2), _digits(3))
+    with pytest.raises(ValueError, match="margin"):
+        background_haze(_digits(), _digits(), margin=-1)
