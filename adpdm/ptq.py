@@ -333,8 +333,8 @@ def _reconstruct(
 ) -> tuple[list[dict], dict | None]:
     rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
     units = execution_order(unet, find_units(unet), rows, device)
-    judge = None  # the whole model's one-step error, run only when it decides (accept_on "model")
-    if held is not None and cfg.accept_on == "model":
+    judge = None  # the whole model's one-step error: it decides units (accept_on "model") and table changes
+    if held is not None and (cfg.accept_on == "model" or search_groups):
         judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device)
     if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys), at round to nearest
         for _, layer in quant_layers(unet):
@@ -351,7 +351,7 @@ def _reconstruct(
             ckpt.save(unet, i + 1, losses)
 
     reconstruct(unet, units, rows, cfg, device, start_unit=first, on_unit_done=done, progress=progress, held_rows=held,
-                search_groups=search_groups, judge=judge)  # fmt: skip
+                search_groups=search_groups, judge=judge, step_weights=sensitivity.pow(2))  # fmt: skip
     if ckpt is not None:
         ckpt.clear()
     outcome = check.end(unet) if check is not None else None  # the result is kept only if it beats the start

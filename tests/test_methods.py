@@ -111,6 +111,8 @@ def test_adpdm_reports_srm_selection_and_partition():
     # a step outside the calibration set keeps the group whose range was fitted with its own data
     assert all(table[k] == initial[k] for k in range(K) if k not in sel["steps"])
     assert res.report["protocol"].startswith("first and last layer W8A8")
+    # every unit searched the table, and the whole model decided each change (unit losses say which)
+    assert {u["table"] for u in res.report["unit_losses"]} <= {"unchanged", "kept", "reverted"}
 
 
 def test_adpdm_ranges_see_every_step_and_the_peers_their_calibration_steps(monkeypatch):
@@ -130,12 +132,13 @@ def test_adpdm_ranges_see_every_step_and_the_peers_their_calibration_steps(monke
     assert observed[2] == list(range(K)) and len(observed[3]) == 2  # adpdm-g1: SRM's model, then its steps
 
 
-@pytest.mark.parametrize("accept_on", ["unit", "model"])
-def test_reconstruction_lowers_the_block_error_and_never_the_held_out_error(accept_on):
+@pytest.mark.parametrize(("accept_on", "row_error"), [("unit", "relative"), ("model", "relative"), ("unit", "sampler")])
+def test_reconstruction_lowers_the_block_error_and_never_the_held_out_error(accept_on, row_error):
     unet = make_unet()
     calib, _ = _cfgs(steps=4)
     res = run_ptq(unet, SCHED, "qdiffusion", adpdm.QuantConfig.preset("w4a8", num_steps=K), calib,
-                  ReconConfig(iters=30, batch_size=8, accept_on=accept_on), progress=False)  # fmt: skip
+                  ReconConfig(iters=30, batch_size=8, accept_on=accept_on, row_error=row_error),
+                  progress=False)  # fmt: skip
     losses = res.report["unit_losses"]
     improved = sum(u["fit_after"] < u["fit_before"] for u in losses)
     assert improved >= 0.8 * len(losses)

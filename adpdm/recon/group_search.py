@@ -18,12 +18,20 @@ Notation (K sampling steps, G groups; one shared partition, or one per quantizer
    follows argmax alpha and the unit's remaining iterations fit its scales and rounding to that
    hard table, the one :func:`adpdm.freeze` keeps. The unit is evaluated (and the next units are
    fitted) with it.
+5. The whole model decides a table change (:meth:`GroupSearch.keep_if_better`). A shared table serves
+   every quantizer of the network, but a unit's loss sees its own: on ``embedded:mnist`` at W8A6 the
+   search moved single calibration steps to another group (step 5 from group 0 to 2), the unit's
+   held-out error fell, and the whole model's output error at that step rose 12x, because the layers
+   reconstructed before it now quantize step 5 with ranges fitted to steps 13-18
+   (``scripts/spread_study/recon_steps.py``). So a changed table is kept only if the whole model's
+   held-out error (every step, weighted by how far it moves the sampler) is lower with it than with
+   the table the unit started from; otherwise the old table (and alpha) is restored.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -104,3 +112,19 @@ class GroupSearch:
         """``table[k] = argmax_g alpha[k, g]`` for every searched partition."""
         for p in self.parts:
             p.harden()
+
+    def keep_if_better(self, before: list[tuple[torch.Tensor, torch.Tensor]], error: Callable[[], float]) -> str:
+        """After :meth:`harden`: keep the new tables only if ``error()`` (the whole model's held-out error)
+        is lower with them than with the ``before`` snapshots (:meth:`StepPartition.snapshot`), else
+        restore those. Returns "unchanged", "kept" or "reverted"."""
+        new = [p.snapshot() for p in self.parts]
+        if all(torch.equal(n[1], b[1]) for n, b in zip(new, before, strict=True)):
+            return "unchanged"
+        with_new = error()
+        for p, b in zip(self.parts, before, strict=True):
+            p.restore(b)
+        if with_new < error():
+            for p, n in zip(self.parts, new, strict=True):
+                p.restore(n)
+            return "kept"
+        return "reverted"

@@ -51,7 +51,7 @@ from .start import STARTS
 logger = logging.getLogger(__name__)
 
 
-ROW_ERRORS = ("absolute", "relative")
+ROW_ERRORS = ("absolute", "relative", "sampler")
 ACCEPT_ON = ("unit", "model")
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 
@@ -103,7 +103,14 @@ class ReconConfig:
             ``embedded:mnist`` the last sampling step's rows outweigh all others, so reconstruction
             lowered that step's error and raised the error of steps 0-17 by 20-40%) or "relative"
             (each row's squared error divided by its target's energy, scaled to mean 1: every step
-            counts by its relative error).
+            counts by its relative error) or "sampler" (the relative error times ``b_k^2``, how far an
+            error in the denoiser's output at the row's step k moves the sampler,
+            :func:`adpdm.sampling.eps_sensitivity`; needs ``step_weights`` from the caller, as
+            :func:`adpdm.run_ptq` gives). With "relative" the last step dominates: its output has little
+            energy, so its relative error is about 1,000x the other steps' on ``embedded:mnist``, while
+            an error there barely moves the sample (b_k 0.01 against 0.17-0.6); qdiffusion at W8A8
+            lowered that step's error by 9% and raised every other step's by 20-70%
+            (``scripts/spread_study/recon_steps.py``).
         sample_judge: fresh trajectories of the calibration sampler whose final samples judge two
             whole-model choices (:mod:`.start`): the activation ranges to start from (``start``) and
             whether the reconstructed model is kept over its start (it is only if its samples are at
@@ -188,7 +195,8 @@ class UnitLoss:
     ``fit_after``: error on the fit rows at the start / of the reconstructed result;
     ``heldout_reconstructed``: the deciding held-out error of the reconstructed result, kept or not;
     ``kept``: "start" or "reconstructed"; ``undecided``: share of AdaRound variables with h(V) in
-    (0.01, 0.99) before hardening (0 for SignRound, None without learned rounding).
+    (0.01, 0.99) before hardening (0 for SignRound, None without learned rounding); ``table``: whether the
+    search changed the step->group table and the whole model kept the change (:mod:`.group_search`).
     """
 
     name: str
@@ -205,6 +213,7 @@ class UnitLoss:
     judged_on: str = "unit"
     unit_heldout_before: float = 0.0
     unit_heldout_after: float = 0.0
+    table: str | None = None  # the searched step->group table: "unchanged", "kept" or "reverted"; None: no search
 
 
 def holdout_split(calib: CalibrationSet, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,13 +276,20 @@ def _forward(unit: Unit, inputs: UnitInputs, rows: torch.Tensor, steps: torch.Te
         return unit_forward(unit.module, inputs, rows)
 
 
-def row_weights(target: torch.Tensor, row_error: str) -> torch.Tensor | None:
-    """Per-row weights of the reconstruction error: None ("absolute"), or the inverse of each row's
-    target energy scaled to mean 1 ("relative")."""
+def row_weights(
+    target: torch.Tensor, row_error: str, steps: torch.Tensor | None = None, step_weights: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Per-row weights of the reconstruction error, scaled to mean 1: None ("absolute"), the inverse of
+    each row's target energy ("relative"), or that times ``step_weights[steps]`` ("sampler": the
+    weight of each row's sampling step, e.g. ``b_k^2``)."""
     if row_error == "absolute":
         return None
     energy = target.flatten(1).double().pow(2).sum(1).clamp_min(1e-12)
     weights = 1.0 / energy
+    if row_error == "sampler":
+        if step_weights is None or steps is None:
+            raise ValueError('row_error "sampler" needs the rows\' steps and the weight of every step')
+        weights = weights * step_weights.double().to(weights.device)[steps.to(weights.device)]
     return (weights / weights.mean()).to(target.dtype)
 
 
@@ -321,6 +337,7 @@ def reconstruct_unit(
     search_groups: bool = False,
     held_rows: torch.Tensor | None = None,
     judge: Callable[[], float] | None = None,
+    step_weights: torch.Tensor | None = None,
 ) -> UnitLoss:
     """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
 
@@ -328,8 +345,10 @@ def reconstruct_unit(
     ``cfg.row_error`` says. ``search_groups`` runs the step->group search on the unit's partitions
     (:mod:`.group_search`). ``held_rows`` (a boolean mask over ``calib``'s rows) fixes the held-out
     rows, e.g. every step of a few trajectories (:func:`heldout_trajectories`); default: the
-    per-unit split of :func:`holdout_split`. ``judge()`` (used when ``cfg.accept_on`` is "model")
-    returns the whole model's held-out error in its current state."""
+    per-unit split of :func:`holdout_split`. ``judge()`` returns the whole model's held-out error in
+    its current state: it decides whether the unit keeps its result when ``cfg.accept_on`` is "model",
+    and whether a searched step->group table change is kept (without it, every change is).
+    ``step_weights`` (K,) weighs the rows of each sampling step when ``cfg.row_error`` is "sampler"."""
     start = time.perf_counter()
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
     with quantization_disabled(model):
@@ -342,7 +361,7 @@ def reconstruct_unit(
         fit, held = (~held_rows).nonzero().flatten(), held_rows.nonzero().flatten()
     layers, quantizers = _unit_members(unit.module)
 
-    weights = row_weights(target, cfg.row_error)
+    weights = row_weights(target, cfg.row_error, steps, step_weights)
 
     def error(rows: torch.Tensor) -> float:
         return _error(unit, inputs, target, steps, rows, cfg.capture_batch, weights)
@@ -353,7 +372,7 @@ def reconstruct_unit(
             lay.weight_quant.set_nearest(lay.weight)
     parts = searched_partitions(model, quantizers) if search_groups else []
     snap = _snapshot(layers, quantizers, parts)
-    judge = judge if cfg.accept_on == "model" else None
+    model_error, judge = judge, judge if cfg.accept_on == "model" else None
     fit_before, held_before = error(fit), error(held)
     judged_before = judge() if judge is not None else held_before
     # 2. optimise on the fit rows
@@ -366,8 +385,10 @@ def reconstruct_unit(
     # 3. harden (rounding and table) and measure what would be frozen
     for lay in layers:
         lay.weight_quant.harden(lay.weight)
+    table = None
     if search is not None:
         search.harden()
+        table = search.keep_if_better(snap["partitions"], model_error) if model_error is not None else "kept"
     fit_after, held_after = error(fit), error(held)
     judged_after = judge() if judge is not None else held_after
     # 4. keep the result only if it is better on the held-out rows
@@ -377,11 +398,11 @@ def reconstruct_unit(
     seconds = time.perf_counter() - start
     loss = UnitLoss(unit.name, unit.kind, judged_before, min(judged_before, judged_after), seconds, captured,
                     fit_before, fit_after, judged_after, kept, undecided, "model" if judge else "unit", held_before,
-                    held_after)  # fmt: skip
+                    held_after, table)  # fmt: skip
     logger.info("unit %d/%d %s: held-out (%s) %.4g -> %.4g (%s; reconstructed %.4g), fit %.4g -> %.4g, "
-                "undecided %s (%.1fs, capture %.1fs)", index + 1, total_units, unit.name, loss.judged_on,
+                "undecided %s, table %s (%.1fs, capture %.1fs)", index + 1, total_units, unit.name, loss.judged_on,
                 loss.rec_before, loss.rec_after, kept, judged_after, fit_before, fit_after,
-                "-" if undecided is None else f"{undecided:.3f}", seconds, captured)  # fmt: skip
+                "-" if undecided is None else f"{undecided:.3f}", table or "-", seconds, captured)  # fmt: skip
     return loss
 
 
@@ -474,15 +495,17 @@ def reconstruct(
     search_groups: bool = False,
     held_rows: torch.Tensor | None = None,
     judge: Callable[[], float] | None = None,
+    step_weights: torch.Tensor | None = None,
 ) -> list[UnitLoss]:
     """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints).
 
-    ``search_groups`` runs the differentiable step->group search (:mod:`.group_search`) with every unit."""
+    ``search_groups`` runs the differentiable step->group search (:mod:`.group_search`) with every unit;
+    ``step_weights`` are the per-step weights of ``cfg.row_error`` "sampler"."""
     losses = []
     bar = tqdm(total=len(units), initial=start_unit, desc="reconstruction", disable=not progress)
     for i in range(start_unit, len(units)):
         loss = reconstruct_unit(model, units[i], i, calib, cfg, len(units), device, search_groups, held_rows,
-                                judge)  # fmt: skip
+                                judge, step_weights)  # fmt: skip
         losses.append(loss)
         if on_unit_done is not None:
             on_unit_done(i, loss)

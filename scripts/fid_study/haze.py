@@ -4,12 +4,16 @@ and the benchmark's calibration of one draw."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
 from adpdm.bench import BenchConfig
+from adpdm.models.loading import DiffusionModel, load_model
 from adpdm.ptq import CalibConfig, ReconConfig
-from adpdm.sampling import SamplerConfig
+from adpdm.sampling import SamplerConfig, sample
+
+VALIDATION_SEED = 7  # the studies' noise; the benchmark evaluates on seed 0
 
 
 def far_background(fp: torch.Tensor) -> torch.Tensor:
@@ -27,3 +31,16 @@ def bench_calibration(draw: int, steps: int = 20, guidance: float = 1.0) -> tupl
     bench = BenchConfig()
     sampler = SamplerConfig(num_steps=steps, seed=draw, guidance_scale=guidance)
     return dataclasses.replace(bench.calib, sampler=sampler), bench.recon
+
+
+def validation_setup(
+    spec: str, num: int, steps: int = 20
+) -> tuple[DiffusionModel, dict[str, Any], SamplerConfig, torch.Tensor]:
+    """The model, its class arguments for ``sample``/``run_ptq``, the validation sampler (seed 7, the model's
+    guidance) and the FP samples of ``num`` validation noises."""
+    model = load_model(spec, None)
+    classes = dict(num_classes=model.num_classes, null_class=model.null_class)
+    guidance = model.default_guidance if model.num_classes else 1.0
+    sampler = SamplerConfig(num_steps=steps, seed=VALIDATION_SEED, guidance_scale=guidance)
+    fp = sample(model.unet, model.scheduler_config, num, sampler, progress=False, **classes).images
+    return model, classes, sampler, fp

@@ -11,14 +11,13 @@ import copy
 import logging
 import sys
 
-from haze import bench_calibration
+from haze import bench_calibration, validation_setup
 
 from adpdm.config import QuantConfig
 from adpdm.eval.evaluate import EvalConfig, Evaluator
 from adpdm.eval.metrics import psnr
-from adpdm.models.loading import load_model
 from adpdm.ptq import run_ptq
-from adpdm.sampling import SamplerConfig, sample
+from adpdm.sampling import sample
 
 logging.basicConfig(level=logging.WARNING)
 spec, preset = sys.argv[1], sys.argv[2]
@@ -26,12 +25,8 @@ groups, draws = [int(g) for g in sys.argv[3].split(",")], [int(d) for d in sys.a
 N = int(sys.argv[5]) if len(sys.argv) > 5 else 128
 K = 20
 
-model = load_model(spec, None)
-sched = model.scheduler_config
-guidance = model.default_guidance if model.num_classes else 1.0
-classes = dict(num_classes=model.num_classes, null_class=model.null_class)
-sampler = SamplerConfig(num_steps=K, seed=7, guidance_scale=guidance)
-fp = sample(model.unet, sched, N, sampler, progress=False, **classes).images
+model, classes, sampler, fp = validation_setup(spec, N, K)
+sched, guidance = model.scheduler_config, sampler.guidance_scale
 ev = Evaluator(EvalConfig(ref_num=2000), progress=False)
 fp_stats = ev.fp_inception_stats(fp)
 for draw in draws:  # draws outer: every finished draw is a paired comparison of the G values

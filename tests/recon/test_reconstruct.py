@@ -120,7 +120,7 @@ def test_config_validates_rounding_and_holdout():
     with pytest.raises(ValueError, match="holdout"):
         ReconConfig(holdout=1.0)
     with pytest.raises(ValueError, match="row_error"):
-        ReconConfig(row_error="sampler")
+        ReconConfig(row_error="squared")
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="search_fraction"):
             ReconConfig(search_fraction=bad)
@@ -167,6 +167,18 @@ def test_relative_row_error_counts_every_row_by_its_relative_error():
     out = target * 1.1  # the same 10% error on every row
     per_row = [float(_rec_loss(out[i : i + 1], target[i : i + 1], weights[i : i + 1])) for i in range(4)]
     assert max(per_row) == pytest.approx(min(per_row), rel=1e-5)  # absolute: 1e8 apart
+
+
+def test_sampler_row_error_weighs_each_rows_relative_error_by_its_steps_weight():
+    target = torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 10.0, 100.0, 0.1]).view(4, 1, 1, 1)
+    steps, step_weights = torch.tensor([0, 1, 1, 2]), torch.tensor([0.36, 0.04, 1e-4])
+    weights = row_weights(target, "sampler", steps, step_weights)
+    assert weights.mean().item() == pytest.approx(1.0)
+    out = target * 1.1  # the same 10% relative error on every row
+    per_row = torch.tensor([float(_rec_loss(out[i : i + 1], target[i : i + 1], weights[i : i + 1])) for i in range(4)])
+    torch.testing.assert_close(per_row / per_row[0], step_weights[steps] / step_weights[0])
+    with pytest.raises(ValueError, match="sampler"):
+        row_weights(target, "sampler")
 
 
 def test_held_out_trajectories_cover_every_step_and_fit_rows_only_the_calibration_steps():
