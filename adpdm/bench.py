@@ -37,8 +37,8 @@ ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
 TUNED_ON = (
     "reconstruction learning rates chosen in session 4 on validation noise seed 2; rounding (SignRound), "
     "held-out acceptance and row error in session 6, the sampler-output judge of the start and of the result "
-    "and the group search's share of iterations in session 7, on validation noise seed 7 "
-    "(scripts/rounding_study.py, scripts/validation_*.sh)"
+    "and the group search's share of iterations in session 7, the sampler-weighted row error in session 10, "
+    "on validation noise seed 7 (scripts/rounding_study.py, scripts/validation_*.sh)"
 )
 PROTOCOL = (
     "every method calibrated on the same draws {draws} (calibration noise seeds) and scored on held-out "
