@@ -9,9 +9,10 @@
        calibration steps for its peers); with G > 1 groups the partition starts from the per-step
        statistics (``calib.groups``), and every group's range from all the steps it serves
     5. choose the calibration steps (uniform / normal / random, or SRM on the initial model)
-    6. block-wise reconstruction of the calibration steps' rows: learned rounding, activation
-       scales and (adpdm) the step->group search; a unit keeps its start unless the result is
-       better on held-out trajectories, at every sampling step (``recon``). It starts from the
+    6. block-wise reconstruction of the calibration steps' rows, each weighted by how far its step
+       moves the sampler: learned rounding, activation scales and (adpdm) the step->group search,
+       whose table changes the whole model must confirm; a unit keeps its start unless the result
+       is better on held-out trajectories, at every sampling step (``recon``). It starts from the
        recipe's or min-max activation ranges, whichever gives samples closer to FP on fresh
        calibration noise, and the whole result is kept only if its samples are closer to FP than
        the start's (``recon.start``)
