@@ -113,17 +113,24 @@ class GroupSearch:
         for p in self.parts:
             p.harden()
 
-    def keep_if_better(self, before: list[tuple[torch.Tensor, torch.Tensor]], error: Callable[[], float]) -> str:
-        """After :meth:`harden`: keep the new tables only if ``error()`` (the whole model's held-out error)
-        is lower with them than with the ``before`` snapshots (:meth:`StepPartition.snapshot`), else
+    def keep_if_better(
+        self, before: list[tuple[torch.Tensor, torch.Tensor]], error: Callable[[torch.Tensor], float]
+    ) -> str:
+        """After :meth:`harden`: keep the new tables only if ``error(steps)`` (the whole model's held-out
+        error at the sampling steps whose group changed; the other steps are served alike by both) is
+        lower with them than with the ``before`` snapshots (:meth:`StepPartition.snapshot`), else
         restore those. Returns "unchanged", "kept" or "reverted"."""
         new = [p.snapshot() for p in self.parts]
-        if all(torch.equal(n[1], b[1]) for n, b in zip(new, before, strict=True)):
+        moved = torch.zeros_like(new[0][1], dtype=torch.bool) if new else None
+        for n, b in zip(new, before, strict=True):
+            moved |= n[1] != b[1]
+        if moved is None or not moved.any():
             return "unchanged"
-        with_new = error()
+        steps = moved.nonzero().flatten()
+        with_new = error(steps)
         for p, b in zip(self.parts, before, strict=True):
             p.restore(b)
-        if with_new < error():
+        if with_new < error(steps):
             for p, n in zip(self.parts, new, strict=True):
                 p.restore(n)
             return "kept"

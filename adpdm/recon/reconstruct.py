@@ -342,7 +342,7 @@ def reconstruct_unit(
     device: torch.device,
     search_groups: bool = False,
     held_rows: torch.Tensor | None = None,
-    judge: Callable[[], float] | None = None,
+    judge: Callable[..., float] | None = None,
     step_weights: torch.Tensor | None = None,
 ) -> UnitLoss:
     """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
@@ -501,7 +501,7 @@ def reconstruct(
     progress: bool = True,
     search_groups: bool = False,
     held_rows: torch.Tensor | None = None,
-    judge: Callable[[], float] | None = None,
+    judge: Callable[..., float] | None = None,
     step_weights: torch.Tensor | None = None,
 ) -> list[UnitLoss]:
     """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints).

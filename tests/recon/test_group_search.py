@@ -22,13 +22,14 @@ def test_a_table_change_that_raises_the_whole_models_error_is_reverted():
     _move_step(part, 0, 1)  # step 0 moves from group 0 to group 1
     calls = []
 
-    def error() -> float:  # the model is worse with step 0 in group 1
-        calls.append(part.table.clone())
+    def error(steps: torch.Tensor) -> float:  # the model is worse with step 0 in group 1
+        calls.append((part.table.clone(), steps.tolist()))
         return float(part.table[0])
 
     assert _search(part).keep_if_better(before, error) == "reverted"
     assert torch.equal(part.table, old_table) and torch.equal(part.alpha.detach(), old_alpha)
-    assert [int(t[0]) for t in calls] == [1, 0]  # measured with the new table, then with the old one
+    # measured with the new table, then with the old one, on the rows of the moved step alone
+    assert [(int(t[0]), steps) for t, steps in calls] == [(1, [0]), (0, [0])]
 
 
 def test_a_table_change_that_lowers_the_whole_models_error_is_kept():
@@ -36,7 +37,7 @@ def test_a_table_change_that_lowers_the_whole_models_error_is_kept():
     before = [part.snapshot()]
     _move_step(part, 0, 1)
     new_table, new_alpha = part.table.clone(), part.alpha.detach().clone()
-    assert _search(part).keep_if_better(before, lambda: 1.0 - float(part.table[0])) == "kept"
+    assert _search(part).keep_if_better(before, lambda steps: 1.0 - float(part.table[0])) == "kept"
     assert torch.equal(part.table, new_table) and torch.equal(part.alpha.detach(), new_alpha)
 
 
@@ -45,7 +46,7 @@ def test_an_unchanged_table_is_not_measured():
     before = [part.snapshot()]
     part.harden()
 
-    def error() -> float:
+    def error(steps: torch.Tensor) -> float:
         raise AssertionError("measured an unchanged table")
 
     assert _search(part).keep_if_better(before, error) == "unchanged"
