@@ -198,3 +198,15 @@ def test_a_unit_is_judged_on_the_given_held_out_rows():
     rows, held = heldout_trajectories(calib, [1], 0.25, seed=0)
     loss = reconstruct_unit(unet, units[0], 0, rows, CFG, len(units), CPU, held_rows=held)
     assert loss.rec_after <= loss.rec_before and loss.kept in ("start", "reconstructed")
+
+
+def test_the_model_judge_on_some_steps_is_their_share_of_the_whole_error():
+    from adpdm.ptq import _model_judge
+
+    unet, calib, _ = _calibrated(samples=2)
+    judge = _model_judge(unet, calib, torch.linspace(0.6, 0.1, K), 8, CPU)
+    whole = judge()
+    assert whole > 0
+    parts = [judge(torch.tensor([k])) for k in range(K)]
+    assert sum(parts) == pytest.approx(whole, rel=1e-6)  # table changes compare only the steps that moved
+    assert judge(torch.arange(K)) == pytest.approx(whole, rel=1e-6)
