@@ -315,9 +315,7 @@ def _model_judge(
     weights = weights / weights.mean()
 
     def judge(steps: torch.Tensor | None = None) -> float:
-        if steps is None:
-            return float((relative_error(forward_rows(unet, held, batch, device).double(), fp) * weights).mean())
-        rows = torch.isin(held.step, steps.cpu())
+        rows = torch.ones(len(held), dtype=torch.bool) if steps is None else torch.isin(held.step, steps.cpu())
         out = forward_rows(unet, held.subset(rows), batch, device).double()
         return float((relative_error(out, fp[rows]) * weights[rows]).sum()) / len(held)
 
