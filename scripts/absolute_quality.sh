@@ -4,10 +4,10 @@
 # embedded:mnist: Inception FID against the MNIST test set (2,000 images), beside the FP model's on the same
 # noise (the fp32 row); embedded:mnist-cond: accuracy of the MNIST classifier on guided samples.
 # About 6 minutes a run on the 2-core CPU (calibration, 1,000 samples, Inception features), 16 runs; resumable.
-# Session 9 ran it with `--draws 2` (draws 1-2); running it again without `--draws` adds draws 3-4.
-# Results: benchmarks/results/absolute.{json,md}.
+# Results: benchmarks/results/absolute_s10.{json,md} (session 10's code, as the benchmark full_s10);
+# benchmarks/results/absolute.{json,md} holds session 9's run of the sessions 7-9 code (draws 1-2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-exec "$ADPDM" bench --name absolute --methods adpdm --presets w6a6,w4a8 --num-samples 1000 --resume "$@"
+exec "$ADPDM" bench --name absolute_s10 --methods adpdm --presets w6a6,w4a8 --num-samples 1000 --resume "$@"

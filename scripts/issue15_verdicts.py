@@ -3,16 +3,19 @@
 Per model and preset: PSNR against FP per calibration draw for every method, adpdm minus each peer per draw,
 the paired wins, the mean PSNR and FID against FP, the calibration-time ratio adpdm / qdiffusion per draw, and
 whether the aim holds (mean PSNR and mean FID ahead of every peer and at least 3 of 4 paired draws won; at
-W8A8 the mean within 0.3 dB of rtn or above it). Usage: python scripts/issue15_verdicts.py [FILE]
+W8A8 the mean within 0.3 dB of rtn or above it), and per file the reconstructed units that kept a held-out error
+above their start (the aim: none). Usage: python scripts/issue15_verdicts.py [FILE ...] (the rows of all files
+together, e.g. the two models' files of scripts/bench_full.sh)
 """
 
 import json
 import sys
 from statistics import mean
 
-PATH = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/full.json"
+PATHS = sys.argv[1:] or ["benchmarks/results/full.json"]
 PEERS = ("rtn", "ptq4dm", "qdiffusion")
-rows = json.load(open(PATH))["rows"]
+files = {path: json.load(open(path)) for path in PATHS}
+rows = [r for data in files.values() for r in data["rows"]]
 cell = {(r["model"], r["preset"], r["method"], r["draw"]): r for r in rows if r["method"] != "fp32"}
 models = sorted({k[0] for k in cell})
 presets = ("w8a8", "w8a6", "w6a6", "w4a8", "w4a6", "w4a8-strict")
@@ -51,3 +54,10 @@ for model in models:
         print(f"| {preset.upper()} | " + " | ".join(" / ".join(f"{v:.2f}" for v in psnr[me]) for me in psnr)
               + " | " + " / ".join(diffs) + " | " + " / ".join(f"{fid[me]:.1f}" for me in fid)
               + " | " + " / ".join(f"{v:.2f}" for v in ratio) + f" | {aim} |")  # fmt: skip
+
+
+for path, data in files.items():
+    units = [(key, u) for key, rep in data["reports"].items() for u in rep.get("unit_losses") or []]
+    above = [(key, u["name"]) for key, u in units if u["kept"] == "reconstructed" and u["rec_after"] > u["rec_before"]]
+    print(f"\n{path}: {len(units)} reconstructed units in {len(data['reports'])} runs, "
+          f"{len(above)} kept a held-out error above their start {above[:5]}")
