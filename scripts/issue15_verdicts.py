@@ -58,6 +58,12 @@ for model in models:
 
 for path, data in files.items():
     units = [(key, u) for key, rep in data["reports"].items() for u in rep.get("unit_losses") or []]
-    above = [(key, u["name"]) for key, u in units if u["kept"] == "reconstructed" and u["rec_after"] > u["rec_before"]]
-    print(f"\n{path}: {len(units)} reconstructed units in {len(data['reports'])} runs, "
-          f"{len(above)} kept a held-out error above their start {above[:5]}")
+    above = [
+        (key, u["name"])
+        for key, u in units
+        if u["kept"] == "reconstructed" and u["heldout_reconstructed"] > u["rec_before"]
+    ]
+    print(
+        f"\n{path}: {len(units)} reconstructed units in {len(data['reports'])} runs, "
+        f"{len(above)} kept a held-out error above their start {above[:5]}"
+    )
