@@ -164,8 +164,15 @@ _ROW_SET_KEYS = ("name", "models", "methods", "presets", "draws", "ablation_mode
 
 
 def _check_same_settings(old: dict[str, Any], new: dict[str, Any], path: Path) -> None:
-    """A resumed results file must hold rows made with the same settings (protocol, budget, metrics)."""
+    """A resumed results file must hold rows made with the same settings (protocol, budget, metrics); the
+    reconstruction settings of an older version count at their values today (deleted ones at the value
+    that lives on, :meth:`ReconConfig.from_dict`)."""
     old = json.loads(json.dumps({k: v for k, v in old.items() if k not in _ROW_SET_KEYS}))
+    if isinstance(old.get("recon"), dict):
+        try:
+            old["recon"] = ReconConfig.from_dict(old["recon"]).to_dict()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} holds rows made with reconstruction settings of another version: {err}") from err
     new = json.loads(json.dumps({k: v for k, v in new.items() if k not in _ROW_SET_KEYS}))
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differ:

@@ -250,7 +250,7 @@ def settings_from_report(report: dict[str, Any]) -> tuple[MethodSpec, QuantConfi
         qcfg = QuantConfig.from_dict(report["quant_config"])
         known = {f.name for f in dataclasses.fields(CalibConfig)}
         calib = CalibConfig(**{k: v for k, v in report["calibration"].items() if k in known})
-        recon = ReconConfig(**report["reconstruction"]) if report.get("reconstruction") else None
+        recon = ReconConfig.from_dict(report["reconstruction"]) if report.get("reconstruction") else None
     except (KeyError, TypeError) as err:
         raise ValueError(f"not a report of adpdm.run_ptq, or from another version: {err}") from err
     return spec, qcfg, calib, recon
@@ -338,8 +338,8 @@ def _reconstruct(
 ) -> tuple[list[dict], dict | None]:
     rows, held = heldout_trajectories(data, steps, cfg.holdout, cfg.seed + SPLIT_STREAM)
     units = execution_order(unet, find_units(unet), rows, device)
-    judge = None  # the whole model's one-step error: it decides units (accept_on "model") and table changes
-    if held is not None and (cfg.accept_on == "model" or search_groups):
+    judge = None  # the whole model's one-step error at some steps: it decides step->group table changes
+    if held is not None and search_groups:
         judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device)
     if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys), at round to nearest
         for _, layer in quant_layers(unet):

@@ -6,6 +6,8 @@
 # teacher-forced output error of every step (--diagnose). The two settings run side by side (one thread each),
 # about 3 minutes a row each; W8A8 ran for draw 1 on embedded:mnist only (the study was cut to fit a session).
 # Results: benchmarks/validation/results/val_rows_{relative,sampler}.{json,md}.
+# The ReconConfig option this study varies was deleted in session 11 (it lost); to repeat the study, run it at
+# the commit before that deletion (git log -- adpdm/recon/reconstruct.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}

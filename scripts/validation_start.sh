@@ -6,6 +6,8 @@
 # on the draws and validation noise of scripts/validation_heldout.sh (embedded:mnist, draws 1-2, seed 7), whose
 # results are the "before".
 # Results: benchmarks/validation/results/val_start.{json,md}.
+# The ReconConfig option this study varies was deleted in session 11 (it lost); to repeat the study, run it at
+# the commit before that deletion (git log -- adpdm/recon/reconstruct.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}

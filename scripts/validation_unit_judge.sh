@@ -3,6 +3,8 @@
 # unit's own held-out error (accept_on "unit") a better per-unit decision than the whole model's one-step error
 # ("model")? Same draws and validation noise as scripts/validation_start.sh (embedded:mnist, draws 1-2, seed 7).
 # Results: benchmarks/validation/results/val_unit_judge.{json,md}.
+# The ReconConfig option this study varies was deleted in session 11 (it lost); to repeat the study, run it at
+# the commit before that deletion (git log -- adpdm/recon/reconstruct.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}

@@ -89,6 +89,17 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     seen.clear()
     assert json.loads(run_benchmark(cfg, tmp_path, resume=True).read_text())["rows"] == rows
     assert all(names == ("fp32",) for names, _, _ in seen)
+    # ... also a file of an older version that names deleted settings at the values that live on
+    path = tmp_path / "results" / "tiny.json"
+    saved = json.loads(path.read_text())
+    saved["config"]["recon"].update(row_error="sampler", accept_on="unit")
+    path.write_text(json.dumps(saved))
+    assert json.loads(run_benchmark(cfg, tmp_path, resume=True).read_text())["rows"] == rows
+    saved["config"]["recon"]["row_error"] = "relative"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="another version.*row_error"):
+        run_benchmark(cfg, tmp_path, resume=True)
+    path.write_text(json.dumps({**saved, "config": data["config"]}))
     # ... and refuses a file whose rows were made with other settings
     other = dataclasses.replace(cfg, recon=dataclasses.replace(cfg.recon, iters=cfg.recon.iters + 1))
     with pytest.raises(ValueError, match="other settings .*recon"):

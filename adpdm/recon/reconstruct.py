@@ -4,22 +4,38 @@ For each unit b in execution order (method.md sections 2 and 4), minimise over t
 rounding of its weights, the activation scales s_{a,g} of its quantizers and (when searching)
 the group logits alpha (:mod:`.group_search`):
 
-    L_b = mean_rows sum_c (F_b(x) - F^q_b(x^q))^2        discretisation error (BRECQ form)
+    L_b = mean_rows w_r sum_c (F_b(x) - F^q_b(x^q))^2    discretisation error (BRECQ form, rows weighted)
         + rho * sum_V (1 - |2 h(V) - 1|^beta)             AdaRound only: regulariser, beta 20 -> 2
         + lambda * L_b(0) * mean_k H(softmax(alpha_k / tau))   group entropy (see group_search)
 
 x^q are the unit's inputs in the quantized model (earlier units already reconstructed), F_b(x)
-the FP model's outputs. The rounding is SignRound by default (:mod:`adpdm.tensor.signround`:
-hard in every forward pass, so what is optimised is what is deployed, starting at round to
-nearest); AdaRound (:mod:`adpdm.tensor.adaround`, the papers' recipe) optimises soft weights
-that start at the FP weights and are hardened at the end.
+the FP model's outputs. Row r of sampling step k counts by its relative error times ``b_k^2``:
+``w_r = b_k^2 / ||F_b(x_r)||^2`` scaled to mean 1 (:func:`row_weights`), where ``b_k`` is how far an
+error in the denoiser's output at step k moves the sampler (:func:`adpdm.sampling.eps_sensitivity`).
+The papers' plain squared error lets the rows with large outputs dominate (on ``embedded:mnist`` the
+last step's: reconstruction lowered its error and raised steps 0-17's by 20-40%); the relative error
+alone lets the last step dominate the other way (its output has little energy, so its relative error
+is ~1,000x the others', while an error there barely moves the sample: ``b_19`` 0.01 against 0.17-0.6;
+qdiffusion at W8A8 lowered that step's error by 9% and raised every other's by 20-70%,
+``scripts/spread_study/recon_steps.py``). On validation noise (seed 7, both embedded models,
+qdiffusion and adpdm, W8A6 / W4A8 / W4A6, draws 1-2, ``scripts/validation_sampler_rows.sh``) the
+``b_k^2`` weights beat the relative error in 23 of 26 pairs, by 1.78 dB PSNR against FP on average,
+and both other row errors were deleted (session 11).
+
+The rounding is SignRound by default (:mod:`adpdm.tensor.signround`: hard in every forward pass,
+so what is optimised is what is deployed, starting at round to nearest); AdaRound
+(:mod:`adpdm.tensor.adaround`, the papers' recipe) optimises soft weights that start at the FP
+weights and are hardened at the end.
 
 No unit ends worse than it started on calibration rows it was not fitted to. Its rows are split
 into fit rows (the only ones the optimisation sees) and held-out rows (whole trajectories when
 there are several). Errors are measured as :func:`adpdm.freeze` deploys the unit: hard rounding,
 hard step->group table. The start is round to nearest with the scales and table the unit came
-with; the optimised result is hardened and kept only if its held-out error is below the start's,
-else the start is restored exactly.
+with; the optimised result is hardened and kept only if its held-out error (the unit's own output
+error, rows weighted as above) is below the start's, else the start is restored exactly. (Judging
+units by the whole model's held-out error instead tied on validation noise, session 7: adpdm 29.5
+against 30.0 dB, pairs up to 4 dB apart either way, and took 20% more time; it was deleted in
+session 11. The whole model still decides the step->group table, :mod:`.group_search`.)
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -51,8 +68,8 @@ from .start import STARTS
 logger = logging.getLogger(__name__)
 
 
-ROW_ERRORS = ("absolute", "relative", "sampler")
-ACCEPT_ON = ("unit", "model")
+# settings deleted after they lost on validation noise (session 11), with the value that lives on
+DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit"}
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 
 
@@ -98,22 +115,6 @@ class ReconConfig:
             on the fit rows themselves.
         capture_batch: batch size of the capture forward passes.
         seed: seed of the row sampling and of the held-out split (per unit: seed and unit index).
-        row_error: how a calibration row's error counts, in the optimised loss and in the decision
-            to keep a result: "absolute" (the papers' loss: rows with large outputs dominate; on
-            ``embedded:mnist`` the last sampling step's rows outweigh all others, so reconstruction
-            lowered that step's error and raised the error of steps 0-17 by 20-40%) or "relative"
-            (each row's squared error divided by its target's energy, scaled to mean 1: every step
-            counts by its relative error) or "sampler" (the relative error times ``b_k^2``, how far an
-            error in the denoiser's output at the row's step k moves the sampler,
-            :func:`adpdm.sampling.eps_sensitivity`; needs ``step_weights`` from the caller, as
-            :func:`adpdm.run_ptq` gives). With "relative" the last step dominates: its output has little
-            energy, so its relative error is about 1,000x the other steps' on ``embedded:mnist``, while
-            an error there barely moves the sample (b_k 0.01 against 0.17-0.6); qdiffusion at W8A8
-            lowered that step's error by 9% and raised every other step's by 20-70%
-            (``scripts/spread_study/recon_steps.py``). On validation noise (seed 7, both embedded
-            models, qdiffusion and adpdm, W8A6 / W4A8 / W4A6, draws 1-2,
-            ``scripts/validation_sampler_rows.sh``) "sampler" raised PSNR against FP in 23 of 26 pairs,
-            by 1.78 dB on average (qdiffusion +2.08 / +1.73 dB on mnist / mnist-cond, adpdm +0.96 / +2.43).
         sample_judge: fresh trajectories of the calibration sampler whose final samples judge two
             whole-model choices (:mod:`.start`): the activation ranges to start from (``start``) and
             whether the reconstructed model is kept over its start (it is only if its samples are at
@@ -123,17 +124,6 @@ class ReconConfig:
             initialisation) or "best" (the recipe's or min-max ranges, whichever the sample judge
             prefers). Either way the whole result is kept only if the sample judge scores it at
             least as high as its start.
-        accept_on: the held-out error that decides whether a unit keeps its result: "unit" (the
-            unit's own output error on the held-out rows) or "model" (the whole model's output error
-            on the held-out trajectories at every step, each step's relative error weighted by
-            ``b_k^2``, how far it moves the sampler: :func:`adpdm.sampling.eps_sensitivity`; needs a
-            ``judge`` from the caller, as :func:`adpdm.run_ptq` gives, else "unit" is used). With
-            the sample judge checking the whole result (session 7, validation noise seed 7, draws
-            1-2, W8A8 / W6A6 / W4A8), "unit" averaged 30.0 dB PSNR for adpdm against 29.5 for
-            "model" (qdiffusion 29.4 both) and took 20% less time; the pairs differ by up to 4 dB
-            either way (W4A8 +4.0 / +1.7, W6A6 -0.1 / -2.4), so this is a tie that "unit" wins on
-            time. One-step whole-model errors also disagreed with the sampler's output on the
-            range start (:mod:`.start`).
     """
 
     iters: int = 200
@@ -152,18 +142,12 @@ class ReconConfig:
     holdout: float = 0.25
     capture_batch: int = 64
     seed: int = 0
-    row_error: str = "sampler"
-    accept_on: str = "unit"
     sample_judge: int = 32
     start: str = "best"
 
     def __post_init__(self) -> None:
-        if self.accept_on not in ACCEPT_ON:
-            raise ValueError(f"ReconConfig.accept_on must be one of {ACCEPT_ON}, got {self.accept_on!r}")
         if self.start not in STARTS:
             raise ValueError(f"ReconConfig.start must be one of {STARTS}, got {self.start!r}")
-        if self.row_error not in ROW_ERRORS:
-            raise ValueError(f"ReconConfig.row_error must be one of {ROW_ERRORS}, got {self.row_error!r}")
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"ReconConfig.rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
         if not 0 < self.search_fraction <= 1:
@@ -187,16 +171,28 @@ class ReconConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> ReconConfig:
+        """Inverse of :meth:`to_dict`, also for reports and results of older versions: a setting since
+        deleted is accepted at the value that lives on (:data:`DELETED_SETTINGS`), refused at another."""
+        saved = dict(saved)
+        for name, survivor in DELETED_SETTINGS.items():
+            if name in saved and saved.pop(name) != survivor:
+                raise ValueError(
+                    f"ReconConfig.{name} other than {survivor!r} was deleted after it lost on validation noise "
+                    "(README): a run made with it cannot be repeated or resumed"
+                )
+        return cls(**saved)
+
 
 @dataclass
 class UnitLoss:
     """One unit's reconstruction, every error measured with hard rounding and the hard table.
 
-    ``rec_before`` / ``rec_after``: the deciding held-out error (``judged_on``: the unit's, or the
-    whole model's) at the start / of what is kept (never above the start); ``unit_heldout_*``: the
-    unit's own held-out error at the start / of the reconstructed result; ``fit_before`` /
-    ``fit_after``: error on the fit rows at the start / of the reconstructed result;
-    ``heldout_reconstructed``: the deciding held-out error of the reconstructed result, kept or not;
+    ``rec_before`` / ``rec_after``: the unit's held-out error at the start / of what is kept (never
+    above the start); ``fit_before`` / ``fit_after``: error on the fit rows at the start / of the
+    reconstructed result; ``heldout_reconstructed``: the held-out error of the reconstructed result,
+    kept or not;
     ``kept``: "start" or "reconstructed"; ``undecided``: share of AdaRound variables with h(V) in
     (0.01, 0.99) before hardening (0 for SignRound, None without learned rounding); ``table``: whether the
     search changed the step->group table and the whole model kept the change (:mod:`.group_search`).
@@ -213,9 +209,6 @@ class UnitLoss:
     heldout_reconstructed: float = 0.0
     kept: str = "start"
     undecided: float | None = None
-    judged_on: str = "unit"
-    unit_heldout_before: float = 0.0
-    unit_heldout_after: float = 0.0
     table: str | None = None  # the searched step->group table: "unchanged", "kept" or "reverted"; None: no search
 
 
@@ -280,21 +273,15 @@ def _forward(unit: Unit, inputs: UnitInputs, rows: torch.Tensor, steps: torch.Te
 
 
 def row_weights(
-    target: torch.Tensor, row_error: str, steps: torch.Tensor | None = None, step_weights: torch.Tensor | None = None
-) -> torch.Tensor | None:
-    """Per-row weights of the reconstruction error, scaled to mean 1: None ("absolute"), the inverse of
-    each row's target energy ("relative"), or that times ``step_weights[steps]`` ("sampler": the
-    weight of each row's sampling step, e.g. ``b_k^2``)."""
-    if row_error == "absolute":
-        return None
-    energy = target.flatten(1).double().pow(2).sum(1).clamp_min(1e-12)
-    weights = 1.0 / energy
-    if row_error == "sampler":
-        if step_weights is None or steps is None:
-            raise ValueError(
-                'row_error "sampler" needs the weight of every sampling step (step_weights: '
-                'adpdm.sampling.eps_sensitivity(...) ** 2, as run_ptq passes), or use row_error "relative"'
-            )
+    target: torch.Tensor, steps: torch.Tensor | None = None, step_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-row weights of the reconstruction error, scaled to mean 1: the inverse of each row's target
+    energy (every row counts by its relative error) times ``step_weights[steps]``, the weight of each
+    row's sampling step (``b_k^2``, as :func:`adpdm.run_ptq` passes; None: every step alike)."""
+    weights = 1.0 / target.flatten(1).double().pow(2).sum(1).clamp_min(1e-12)
+    if step_weights is not None:
+        if steps is None:
+            raise ValueError("row_weights: step_weights need the sampling step of every row (steps)")
         weights = weights * step_weights.double().to(weights.device)[steps.to(weights.device)]
     return (weights / weights.mean()).to(target.dtype)
 
@@ -347,14 +334,14 @@ def reconstruct_unit(
 ) -> UnitLoss:
     """Reconstruct one unit in place; the model must be CALIBRATED (simulating quantization).
 
-    Every error (optimised, reported, and deciding whether the result is kept) counts rows as
-    ``cfg.row_error`` says. ``search_groups`` runs the step->group search on the unit's partitions
+    Every error (optimised, reported, and deciding whether the result is kept) counts each row by its
+    relative error times ``step_weights[k]`` of its sampling step k (:func:`row_weights`; None: every
+    step alike). ``search_groups`` runs the step->group search on the unit's partitions
     (:mod:`.group_search`). ``held_rows`` (a boolean mask over ``calib``'s rows) fixes the held-out
     rows, e.g. every step of a few trajectories (:func:`heldout_trajectories`); default: the
-    per-unit split of :func:`holdout_split`. ``judge()`` returns the whole model's held-out error in
-    its current state: it decides whether the unit keeps its result when ``cfg.accept_on`` is "model",
-    and whether a searched step->group table change is kept (without it, every change is).
-    ``step_weights`` (K,) weighs the rows of each sampling step when ``cfg.row_error`` is "sampler"."""
+    per-unit split of :func:`holdout_split`. ``judge(steps)`` returns the whole model's held-out error at ``steps``
+    in its current state: it decides whether a searched step->group table change is kept (without it,
+    every change is)."""
     start = time.perf_counter()
     inputs = capture_inputs(model, unit.module, calib, cfg.capture_batch, device)
     with quantization_disabled(model):
@@ -367,7 +354,7 @@ def reconstruct_unit(
         fit, held = (~held_rows).nonzero().flatten(), held_rows.nonzero().flatten()
     layers, quantizers = _unit_members(unit.module)
 
-    weights = row_weights(target, cfg.row_error, steps, step_weights)
+    weights = row_weights(target, steps, step_weights)
 
     def error(rows: torch.Tensor) -> float:
         return _error(unit, inputs, target, steps, rows, cfg.capture_batch, weights)
@@ -378,9 +365,7 @@ def reconstruct_unit(
             lay.weight_quant.set_nearest(lay.weight)
     parts = searched_partitions(model, quantizers) if search_groups else []
     snap = _snapshot(layers, quantizers, parts)
-    model_error, judge = judge, judge if cfg.accept_on == "model" else None
     fit_before, held_before = error(fit), error(held)
-    judged_before = judge() if judge is not None else held_before
     # 2. optimise on the fit rows
     search_iters = max(1, round(cfg.iters * cfg.search_fraction))
     search = GroupSearch(parts, index, total_units, search_iters, cfg.tau_start, cfg.tau_end, cfg.entropy_weight,
@@ -394,21 +379,19 @@ def reconstruct_unit(
     table = None
     if search is not None:
         search.harden()
-        table = search.keep_if_better(snap["partitions"], model_error) if model_error is not None else "kept"
+        table = search.keep_if_better(snap["partitions"], judge) if judge is not None else "kept"
     fit_after, held_after = error(fit), error(held)
-    judged_after = judge() if judge is not None else held_after
     # 4. keep the result only if it is better on the held-out rows
-    kept = "reconstructed" if judged_after < judged_before else "start"
+    kept = "reconstructed" if held_after < held_before else "start"
     if kept == "start":
         _restore(snap, layers, quantizers, parts)
         table = "reverted" if table == "kept" else table  # the start's table came back with it
     seconds = time.perf_counter() - start
-    loss = UnitLoss(unit.name, unit.kind, judged_before, min(judged_before, judged_after), seconds, captured,
-                    fit_before, fit_after, judged_after, kept, undecided, "model" if judge else "unit", held_before,
-                    held_after, table)  # fmt: skip
-    logger.info("unit %d/%d %s: held-out (%s) %.4g -> %.4g (%s; reconstructed %.4g), fit %.4g -> %.4g, "
-                "undecided %s, table %s (%.1fs, capture %.1fs)", index + 1, total_units, unit.name, loss.judged_on,
-                loss.rec_before, loss.rec_after, kept, judged_after, fit_before, fit_after,
+    loss = UnitLoss(unit.name, unit.kind, held_before, min(held_before, held_after), seconds, captured,
+                    fit_before, fit_after, held_after, kept, undecided, table)  # fmt: skip
+    logger.info("unit %d/%d %s: held-out %.4g -> %.4g (%s; reconstructed %.4g), fit %.4g -> %.4g, "
+                "undecided %s, table %s (%.1fs, capture %.1fs)", index + 1, total_units, unit.name,
+                loss.rec_before, loss.rec_after, kept, held_after, fit_before, fit_after,
                 "-" if undecided is None else f"{undecided:.3f}", table or "-", seconds, captured)  # fmt: skip
     return loss
 
@@ -507,7 +490,7 @@ def reconstruct(
     """Reconstruct ``units[start_unit:]`` in order; ``on_unit_done(i, loss)`` after each (checkpoints).
 
     ``search_groups`` runs the differentiable step->group search (:mod:`.group_search`) with every unit;
-    ``step_weights`` are the per-step weights of ``cfg.row_error`` "sampler"."""
+    ``step_weights`` (K,) weigh the rows of each sampling step (:func:`row_weights`)."""
     losses = []
     bar = tqdm(total=len(units), initial=start_unit, desc="reconstruction", disable=not progress)
     for i in range(start_unit, len(units)):

@@ -8,11 +8,10 @@ reconstructed model at every sampling step (the calibration steps marked), on FP
 (seed 7), and the PSNR of their samples against FP on the same noise.
 
 Usage: PYTHONPATH=.:scripts/fid_study python scripts/spread_study/recon_steps.py MODEL PRESET METHOD DRAW [num]
-[row_error] (default: the benchmark's).
+(session 10 also varied the row error, an option deleted in session 11).
 """
 
 import copy
-import dataclasses
 import logging
 import sys
 
@@ -65,15 +64,13 @@ def end(self, unet):  # noqa: ANN001, ANN202
 
 start_module.SamplerCheck.end = end
 calib, recon = bench_calibration(draw, K, guidance)
-if len(sys.argv) > 6:
-    recon = dataclasses.replace(recon, row_error=sys.argv[6])
 res = run_ptq(copy.deepcopy(model.unet), sched, method, QuantConfig.preset(preset, num_steps=K), calib, recon,
               progress=False, **classes)  # fmt: skip
 selected = res.report["selected_steps"]
 out = res.report["outcome"]
 kept = "".join("R" if u["kept"] == "reconstructed" else "." for u in res.report["unit_losses"])
 judged = {k: round(v, 2) for k, v in out["psnr"].items()}
-print(f"{spec} {preset} {method} draw {draw} row_error {recon.row_error}: start {out['start']}, judge {judged}, "
+print(f"{spec} {preset} {method} draw {draw} start {out['start']}, judge {judged}, "
       f"kept {out['kept']}; units {kept}; selected steps {selected}")  # fmt: skip
 (es, ps), (er, pr) = measured["start"], measured["reconstructed"]
 print(f"  validation PSNR vs FP: start {ps:.2f}, reconstructed {pr:.2f}")

@@ -24,7 +24,7 @@ from adpdm.tensor.fake_quant import quantize
 
 K = 3
 CPU = torch.device("cpu")
-CFG = ReconConfig(iters=6, batch_size=4, capture_batch=8, row_error="relative")  # no sampler weights here
+CFG = ReconConfig(iters=6, batch_size=4, capture_batch=8)
 
 
 def _calibrated(wbits=4, groups=1, samples=4):
@@ -119,8 +119,6 @@ def test_config_validates_rounding_and_holdout():
         ReconConfig(rounding="nearest")
     with pytest.raises(ValueError, match="holdout"):
         ReconConfig(holdout=1.0)
-    with pytest.raises(ValueError, match="row_error"):
-        ReconConfig(row_error="squared")
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="search_fraction"):
             ReconConfig(search_fraction=bad)
@@ -159,26 +157,23 @@ def test_the_group_search_runs_on_its_share_of_the_iterations_then_fits_the_hard
     assert 0 < 2 * counts[0.5] == counts[1.0]  # half the iterations searched
 
 
-def test_relative_row_error_counts_every_row_by_its_relative_error():
+def test_rows_count_by_their_relative_error_times_their_steps_weight():
     target = torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 10.0, 100.0, 0.1]).view(4, 1, 1, 1)
-    assert row_weights(target, "absolute") is None
-    weights = row_weights(target, "relative")
-    assert weights.mean().item() == pytest.approx(1.0)
-    out = target * 1.1  # the same 10% error on every row
-    per_row = [float(_rec_loss(out[i : i + 1], target[i : i + 1], weights[i : i + 1])) for i in range(4)]
-    assert max(per_row) == pytest.approx(min(per_row), rel=1e-5)  # absolute: 1e8 apart
-
-
-def test_sampler_row_error_weighs_each_rows_relative_error_by_its_steps_weight():
-    target = torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 10.0, 100.0, 0.1]).view(4, 1, 1, 1)
-    steps, step_weights = torch.tensor([0, 1, 1, 2]), torch.tensor([0.36, 0.04, 1e-4])
-    weights = row_weights(target, "sampler", steps, step_weights)
-    assert weights.mean().item() == pytest.approx(1.0)
     out = target * 1.1  # the same 10% relative error on every row
-    per_row = torch.tensor([float(_rec_loss(out[i : i + 1], target[i : i + 1], weights[i : i + 1])) for i in range(4)])
-    torch.testing.assert_close(per_row / per_row[0], step_weights[steps] / step_weights[0])
-    with pytest.raises(ValueError, match="sampler"):
-        row_weights(target, "sampler")
+
+    def per_row(weights):
+        return torch.tensor([float(_rec_loss(out[i : i + 1], target[i : i + 1], weights[i : i + 1])) for i in range(4)])
+
+    alike = row_weights(target)  # no step weights: every row counts by its relative error
+    assert alike.mean().item() == pytest.approx(1.0)
+    assert per_row(alike).max().item() == pytest.approx(per_row(alike).min().item(), rel=1e-5)  # squared: 1e8 apart
+    steps, step_weights = torch.tensor([0, 1, 1, 2]), torch.tensor([0.36, 0.04, 1e-4])
+    weights = row_weights(target, steps, step_weights)
+    assert weights.mean().item() == pytest.approx(1.0)
+    errors = per_row(weights)
+    torch.testing.assert_close(errors / errors[0], step_weights[steps] / step_weights[0])
+    with pytest.raises(ValueError, match="steps"):
+        row_weights(target, None, step_weights)
 
 
 def test_held_out_trajectories_cover_every_step_and_fit_rows_only_the_calibration_steps():
