@@ -67,3 +67,15 @@ for path, data in files.items():
         f"\n{path}: {len(units)} reconstructed units in {len(data['reports'])} runs, "
         f"{len(above)} kept a held-out error above their start {above[:5]}"
     )
+
+for model in models:  # where timestep groups pay: adpdm against adpdm-g1 (scripts/bench_groups.sh)
+    for preset in presets:
+        common = sorted(set(draws(model, preset, "adpdm")) & set(draws(model, preset, "adpdm-g1")))
+        if not common:
+            continue
+        d = [cell[model, preset, "adpdm", x]["psnr"] - cell[model, preset, "adpdm-g1", x]["psnr"] for x in common]
+        f = [cell[model, preset, "adpdm", x]["fid_fp"] - cell[model, preset, "adpdm-g1", x]["fid_fp"] for x in common]
+        print(
+            f"groups, {model} {preset.upper()}: adpdm - adpdm-g1 PSNR {' / '.join(f'{v:+.2f}' for v in d)} "
+            f"(mean {mean(d):+.2f}, {sum(v > 0 for v in d)}/{len(d)} up), FID vs FP {mean(f):+.1f}"
+        )

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from ..bench import BenchConfig, run_benchmark
+from ..bench import ABLATIONS, BenchConfig, run_benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    if args.methods and any(m in ABLATIONS for m in cfg.methods):
+        # an ablation named on the command line runs on every model and preset of the run
+        cfg.ablation_models, cfg.ablation_presets = cfg.models, cfg.presets
     if args.iters is not None:
         cfg.recon = dataclasses.replace(cfg.recon, iters=args.iters)
     try:
