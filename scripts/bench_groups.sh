@@ -5,12 +5,13 @@
 # adpdm's rows of scripts/bench_full.sh by model, preset and draw (same settings, same noise, one thread: a run
 # is deterministic), and `python3 scripts/issue15_verdicts.py benchmarks/results/full_s10_*.json` prints
 # adpdm minus adpdm-g1. Run it after bench_full.sh (both use both cores); about 40 minutes on the 2-core CPU.
-# Results: benchmarks/results/full_s10_groups_{mnist,mnist-cond}.{json,md,log}; resumable.
+# Results: benchmarks/results/full_s10_groups_{mnist,mnist-cond}.{json,md,log}; resumable. MODELS="mnist" runs one
+# model only (e.g. on the core that one model of bench_full.sh has freed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-for model in mnist mnist-cond; do
+for model in ${MODELS:-mnist mnist-cond}; do
     "$ADPDM" bench --name "full_s10_groups_$model" --models "embedded:$model" --methods adpdm-g1 \
         --presets w8a6,w6a6,w4a6 --resume "$@" >>"benchmarks/results/full_s10_groups_$model.log" 2>&1 &
 done

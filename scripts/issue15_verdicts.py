@@ -32,7 +32,7 @@ for model in models:
           + " (wins) | FID vs FP: " + " / ".join(names) + " | time adpdm / qdiffusion | aim |")  # fmt: skip
     print("|---" * 9 + "|")
     for preset in presets:
-        if not draws(model, preset, "adpdm"):
+        if not all(draws(model, preset, me) for me in names):  # e.g. an absolute-quality file: adpdm only
             continue
         psnr = {me: [cell[model, preset, me, d]["psnr"] for d in draws(model, preset, me)] for me in names}
         fid = {me: mean(cell[model, preset, me, d]["fid_fp"] for d in draws(model, preset, me)) for me in psnr}
@@ -78,4 +78,19 @@ for model in models:  # where timestep groups pay: adpdm against adpdm-g1 (scrip
         print(
             f"groups, {model} {preset.upper()}: adpdm - adpdm-g1 PSNR {' / '.join(f'{v:+.2f}' for v in d)} "
             f"(mean {mean(d):+.2f}, {sum(v > 0 for v in d)}/{len(d)} up), FID vs FP {mean(f):+.1f}"
+        )
+
+for data in files.values():  # absolute quality (scripts/absolute_quality.sh): files of 1,000 samples
+    if data["config"]["num_samples"] < 1000:
+        continue
+    fp = {r["model"]: r for r in data["rows"] if r["method"] == "fp32"}
+    for r in sorted(data["rows"], key=lambda r: (r["model"], r["preset"], r["draw"] or 0)):
+        if r["method"] != "adpdm":
+            continue
+        ratio = r["fid_data"] / fp[r["model"]]["fid_data"]
+        aim = (r["accuracy"] >= 0.95) if r["model"].endswith("cond") else ratio <= 1.15
+        print(
+            f"absolute, {r['model']} {r['preset'].upper()} draw {r['draw']}: FID vs MNIST {r['fid_data']:.1f} "
+            f"(FP {fp[r['model']]['fid_data']:.1f}, {ratio:.2f}x), accuracy {r['accuracy']}, "
+            f"aim {'met' if aim else 'missed'}"
         )
