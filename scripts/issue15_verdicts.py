@@ -1,11 +1,14 @@
-"""Issue 15's aims read off a benchmark file (default benchmarks/results/full.json), as markdown tables.
+"""Issue 15's aims read off benchmark files (default benchmarks/results/full.json), as markdown tables.
 
-Per model and preset: PSNR against FP per calibration draw for every method, adpdm minus each peer per draw,
-the paired wins, the mean PSNR and FID against FP, the calibration-time ratio adpdm / qdiffusion per draw, and
-whether the aim holds (mean PSNR and mean FID ahead of every peer and at least 3 of 4 paired draws won; at
-W8A8 the mean within 0.3 dB of rtn or above it), and per file the reconstructed units that kept a held-out error
-above their start (the aim: none). Usage: python scripts/issue15_verdicts.py [FILE ...] (the rows of all files
-together, e.g. the two models' files of scripts/bench_full.sh)
+Per model and preset: PSNR against FP per calibration draw for every method; adpdm minus each peer per draw,
+with the paired wins and the results file's paired verdict (ahead / tie / behind: the mean paired difference
+against its standard deviation); the mean FID against FP; the calibration-time ratio adpdm / qdiffusion per
+draw; and whether the aim holds (mean PSNR and mean FID ahead of every peer and at least 3 of 4 paired draws
+won; at W8A8 the mean within 0.3 dB of rtn or above it). Per file: the reconstructed units that kept a held-out
+error above their start (the aim: none); adpdm against adpdm-g1 (scripts/bench_groups.sh); and the absolute
+quality of files of 1,000 samples (scripts/absolute_quality.sh).
+Usage: python scripts/issue15_verdicts.py [FILE ...] (the rows of all files together, e.g. the two models'
+files of scripts/bench_full.sh)
 """
 
 import json
@@ -17,6 +20,7 @@ PEERS = ("rtn", "ptq4dm", "qdiffusion")
 files = {path: json.load(open(path)) for path in PATHS}
 rows = [r for data in files.values() for r in data["rows"]]
 cell = {(r["model"], r["preset"], r["method"], r["draw"]): r for r in rows if r["method"] != "fp32"}
+summary = {(s["model"], s["preset"], s["method"]): s for data in files.values() for s in data.get("summary", [])}
 models = sorted({k[0] for k in cell})
 presets = ("w8a8", "w8a6", "w6a6", "w4a8", "w4a6", "w4a8-strict")
 
@@ -41,7 +45,9 @@ for model in models:
             common = sorted(set(draws(model, preset, peer)) & set(draws(model, preset, "adpdm")))
             d = [cell[model, preset, "adpdm", x]["psnr"] - cell[model, preset, peer, x]["psnr"] for x in common]
             wins = sum(v > 0 for v in d)
-            diffs.append(f"{mean(d):+.2f} ({wins}/{len(d)})" if d else "-")
+            paired = summary.get((model, preset, "adpdm"), {}).get("paired", {}).get(peer, {}).get("psnr", {})
+            verdict = f", {paired['verdict']}" if paired.get("n") == len(d) else ""  # the file's paired verdict
+            diffs.append(f"{mean(d):+.2f} ({wins}/{len(d)}{verdict})" if d else "-")
             if preset == "w8a8":
                 ok &= peer != "rtn" or mean(d) >= -0.3
             elif not preset.endswith("strict"):
