@@ -6,7 +6,8 @@
 # One process and one thread per model, side by side (as scripts/bench_full.sh); MODELS="mnist" runs one model.
 # Results: benchmarks/results/absolute_s10_{mnist,mnist-cond}.{json,md,log} (session 10's code, as the benchmark
 # full_s10); benchmarks/results/absolute.{json,md} holds session 9's run of the sessions 7-9 code (draws 1-2).
-# Resumable. `python3 scripts/issue15_verdicts.py benchmarks/results/absolute_s10_*.json` reads the aims.
+# Resumable. Arguments go to `adpdm bench`, e.g. --eval '{"inception": false}' (accuracy only, much faster).
+# `python3 scripts/issue15_verdicts.py benchmarks/results/absolute_s10_*.json` reads the aims.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADPDM=${ADPDM:-.venv/bin/adpdm}

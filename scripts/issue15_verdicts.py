@@ -93,10 +93,12 @@ for data in files.values():  # absolute quality (scripts/absolute_quality.sh): f
     for r in sorted(data["rows"], key=lambda r: (r["model"], r["preset"], r["draw"] or 0)):
         if r["method"] != "adpdm":
             continue
-        ratio = r["fid_data"] / fp[r["model"]]["fid_data"]
-        aim = (r["accuracy"] >= 0.95) if r["model"].endswith("cond") else ratio <= 1.15
+        fid, fid_fp32 = r["fid_data"], fp[r["model"]]["fid_data"]  # None where the file ran without Inception
+        ratio = fid / fid_fp32 if fid is not None else None
+        aim = (r["accuracy"] >= 0.95) if r["model"].endswith("cond") else ratio is not None and ratio <= 1.15
+        fid_text = f"{fid:.1f} (FP {fid_fp32:.1f}, {ratio:.2f}x)" if ratio is not None else "not measured"
         print(
-            f"absolute, {r['model']} {r['preset'].upper()} draw {r['draw']}: FID vs MNIST {r['fid_data']:.1f} "
-            f"(FP {fp[r['model']]['fid_data']:.1f}, {ratio:.2f}x), accuracy {r['accuracy']}, "
-            f"aim {'met' if aim else 'missed'}"
+            f"absolute, {r['model']} {r['preset'].upper()} draw {r['draw']}: FID vs MNIST {fid_text}, classifier-"
+            f"feature FID vs MNIST {r['clf_fid_data']:.1f} (FP {fp[r['model']]['clf_fid_data']:.1f}), accuracy "
+            f"{r['accuracy']}, aim {'met' if aim else 'missed'}"
         )

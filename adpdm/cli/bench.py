@@ -34,6 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="evaluation noise seed (default 0; tune settings on another)")
     parser.add_argument("--recon", metavar="JSON", help="ReconConfig overrides, e.g. '{\"lr_rounding\": 1e-3}'")
     parser.add_argument("--calib", metavar="JSON", help="CalibConfig overrides, e.g. '{\"num_samples\": 32}'")
+    parser.add_argument("--eval", metavar="JSON", help="EvalConfig overrides, e.g. '{\"inception\": false}' (accuracy "
+                        "and classifier-feature FID only, much faster)")  # fmt: skip
     parser.add_argument("--diagnose", action="store_true",
                         help="also the teacher-forced output error of every sampling step of every run")  # fmt: skip
     parser.add_argument("--ref", metavar="PATH", help="FID reference of every model: a folder of images or an .npz "
@@ -92,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
             cfg.recon = dataclasses.replace(cfg.recon, **_json_object(args.recon, "--recon"))
         if args.calib:
             cfg.calib = dataclasses.replace(cfg.calib, **_json_object(args.calib, "--calib"))
+        if args.eval:
+            cfg.eval = dataclasses.replace(cfg.eval, **_json_object(args.eval, "--eval"))
     except TypeError as err:  # an unknown field
-        raise ValueError(f"--recon / --calib: {err}") from err
+        raise ValueError(f"--recon / --calib / --eval: {err}") from err
     if args.ref:
         cfg.eval = dataclasses.replace(cfg.eval, ref=args.ref)
     path = run_benchmark(cfg, args.out, resume=args.resume)

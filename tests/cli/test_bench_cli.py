@@ -37,3 +37,10 @@ def test_an_ablation_named_on_the_command_line_runs_on_every_model_and_preset_of
 def test_deleted_reconstruction_settings_are_a_clear_error(configs, tmp_path, caplog):
     assert main(["bench", "--recon", '{"row_error": "relative"}', "--out", str(tmp_path)]) == 2
     assert "--recon" in caplog.text and "row_error" in caplog.text and not configs
+
+
+def test_eval_overrides_reach_the_benchmark_and_unknown_fields_are_refused(configs, tmp_path, caplog):
+    assert main(["bench", "--eval", '{"inception": false}', "--out", str(tmp_path)]) == 0
+    assert configs[-1].eval.inception is False and configs[-1].eval.ref_num == 2000  # the rest kept
+    assert main(["bench", "--eval", '{"incepton": false}', "--out", str(tmp_path)]) == 2
+    assert "--eval" in caplog.text and "incepton" in caplog.text
