@@ -10,11 +10,5 @@
 # `python3 scripts/issue15_verdicts.py benchmarks/results/absolute_s10_*.json` reads the aims.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ADPDM=${ADPDM:-.venv/bin/adpdm}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-for model in ${MODELS:-mnist mnist-cond}; do
-    "$ADPDM" bench --name "absolute_s10_$model" --models "embedded:$model" --methods adpdm --presets w6a6,w4a8 \
-        --num-samples 1000 --draw-seeds "${DRAWS:-1,2,3,4}" --resume "$@" \
-        >>"benchmarks/results/absolute_s10_$model.log" 2>&1 &
-done
-wait
+source scripts/per_model.sh
+bench_per_model absolute_s10 --methods adpdm --presets w6a6,w4a8 --num-samples 1000 --draw-seeds "${DRAWS:-1,2,3,4}" "$@"

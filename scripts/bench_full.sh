@@ -12,12 +12,5 @@
 # sessions 7-9's (code 25c2925), benchmarks/results/issue14/ session 5's. MODELS="mnist" runs one model only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ADPDM=${ADPDM:-.venv/bin/adpdm}
-# OpenMP threads that spin while waiting make a run share the 2 cores very badly (a rtn calibration
-# went from 2 s to 99 s beside another job); passive waiting costs little when the machine is idle.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-for model in ${MODELS:-mnist mnist-cond}; do
-    "$ADPDM" bench --name "full_s10_$model" --models "embedded:$model" --resume "$@" \
-        >>"benchmarks/results/full_s10_$model.log" 2>&1 &
-done
-wait
+source scripts/per_model.sh
+bench_per_model full_s10 "$@"

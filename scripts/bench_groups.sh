@@ -9,10 +9,5 @@
 # model only (e.g. on the core that one model of bench_full.sh has freed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ADPDM=${ADPDM:-.venv/bin/adpdm}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-for model in ${MODELS:-mnist mnist-cond}; do
-    "$ADPDM" bench --name "full_s10_groups_$model" --models "embedded:$model" --methods adpdm-g1 \
-        --presets w8a6,w6a6,w4a6 --resume "$@" >>"benchmarks/results/full_s10_groups_$model.log" 2>&1 &
-done
-wait
+source scripts/per_model.sh
+bench_per_model full_s10_groups --methods adpdm-g1 --presets w8a6,w6a6,w4a6 "$@"
