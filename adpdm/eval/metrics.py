@@ -45,6 +45,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     return 10.0 * (2.0 * math.log10(data_range) - torch.log10(mse))
 
 
+def _background(reference: torch.Tensor, floor: float, ink: float, margin: int) -> torch.Tensor:
+    """(N, 1, H, W) mask of the pixels at least ``margin`` pixels away from any pixel of ``reference``
+    above ``floor + ink`` in any channel."""
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    inked = (reference.detach().float() > floor + ink).any(1, keepdim=True).float()
+    return torch.nn.functional.max_pool2d(inked, 2 * margin + 1, stride=1, padding=margin) == 0
+
+
+def _check_pair(images: torch.Tensor, reference: torch.Tensor, what: str) -> None:
+    if images.shape != reference.shape or images.dim() != 4:
+        raise ValueError(f"{what} needs two (N, C, H, W) batches of one shape, got {tuple(images.shape)} "
+                         f"and {tuple(reference.shape)}")  # fmt: skip
+
+
 def background_haze(
     images: torch.Tensor, reference: torch.Tensor, floor: float = -1.0, ink: float = 0.05, margin: int = 3,
     min_share: float = 0.05,
@@ -63,18 +78,36 @@ def background_haze(
         The RMS of ``images - floor`` on the background pixels, or None when fewer than ``min_share``
         of the pixels are background (data without a black floor, e.g. natural images).
     """
-    if images.shape != reference.shape or images.dim() != 4:
-        raise ValueError(f"background_haze needs two (N, C, H, W) batches of one shape, got {tuple(images.shape)} "
-                         f"and {tuple(reference.shape)}")  # fmt: skip
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    inked = (reference.detach().float() > floor + ink).any(1, keepdim=True).float()
-    near = torch.nn.functional.max_pool2d(inked, 2 * margin + 1, stride=1, padding=margin) > 0
-    background = (~near).expand_as(images)
+    _check_pair(images, reference, "background_haze")
+    background = _background(reference, floor, ink, margin).expand_as(images)
     if float(background.float().mean()) < min_share:
         return None
     above = images.detach().double().to(background.device)[background] - floor
     return float(above.pow(2).mean().sqrt())
+
+
+def background_lit(
+    images: torch.Tensor, reference: torch.Tensor, floor: float = -1.0, top: float = 1.0, ink: float = 0.05,
+    margin: int = 3, min_share: float = 0.05,
+) -> float | None:  # fmt: skip
+    """Share of the reference's far background that ``images`` light to 8-bit level 1 or more.
+
+    The background is :func:`background_haze`'s. A pixel is lit when an image file (and the FID's
+    Inception input) gives it a level above black: ``round((x - floor) / (top - floor) * 255) >= 1``.
+    Unlike the RMS of :func:`background_haze`, which a few bright pixels dominate, this counts the faint
+    wide haze that moves the Inception FID (see ``benchmarks/validation/results/fid_study.md``).
+
+    Returns:
+        The share in [0, 1], or None when fewer than ``min_share`` of the pixels are background.
+    """
+    _check_pair(images, reference, "background_lit")
+    if top <= floor:
+        raise ValueError(f"top must be above floor, got floor {floor} and top {top}")
+    background = _background(reference, floor, ink, margin).expand_as(images)
+    if float(background.float().mean()) < min_share:
+        return None
+    levels = torch.round((images.detach().float().to(background.device) - floor) * (255.0 / (top - floor)))
+    return float((levels[background] >= 1).float().mean())
 
 
 @dataclass

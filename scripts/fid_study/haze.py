@@ -4,6 +4,7 @@ and the benchmark's calibration of one draw."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import torch
@@ -44,3 +45,12 @@ def validation_setup(
     sampler = SamplerConfig(num_steps=steps, seed=VALIDATION_SEED, guidance_scale=guidance)
     fp = sample(model.unet, model.scheduler_config, num, sampler, progress=False, **classes).images
     return model, classes, sampler, fp
+
+
+def study_args(default_num: int) -> tuple[str, int, str, int, str]:
+    """PRESET DRAW [METHOD] [num] [MODEL] from a study's command line (defaults adpdm, ``default_num``,
+    embedded:mnist)."""
+    argv = sys.argv[1:] + [None] * 5
+    if argv[0] is None or argv[1] is None:
+        raise SystemExit(f"usage: {sys.argv[0]} PRESET DRAW [METHOD] [num] [MODEL]")
+    return argv[0], int(argv[1]), argv[2] or "adpdm", int(argv[3] or default_num), argv[4] or "embedded:mnist"

@@ -18,7 +18,7 @@ from adpdm.models.loading import load_model
 from adpdm.ptq import run_ptq
 from adpdm.sampling import SamplerConfig, sample
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 preset, draw = sys.argv[1], int(sys.argv[2])
 methods, seeds = sys.argv[3].split(","), [int(s) for s in sys.argv[4].split(",")]
 N = int(sys.argv[5]) if len(sys.argv) > 5 else 128
