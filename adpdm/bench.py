@@ -270,7 +270,7 @@ def write_markdown(data: dict[str, Any], path: Path) -> Path:
 
 
 ROW_COLUMNS = ("model", "method", "preset", "draw", "groups", "fid_data", "fid_fp", "fid_fp_floor", "psnr", "psnr_se",
-               "haze", "lit", "accuracy", "calib_seconds", "ckpt_bytes")  # fmt: skip
+               "haze", "speckle", "accuracy", "calib_seconds", "ckpt_bytes")  # fmt: skip
 
 
 def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
@@ -284,8 +284,8 @@ def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
 
 def summary_table(data: dict[str, Any]) -> str:
     """Mean ± standard deviation over the draws (min-max of PSNR) per model, preset and method."""
-    lines = ["| model | preset | method | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data | haze | lit | "
-             "accuracy | calib s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | preset | method | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data | haze "
+             "| speckle | accuracy | calib s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in sorted(data.get("summary", []), key=lambda s: (s["model"], s["preset"], s["method"])):
         p = s.get("psnr")
         span = f"{p['min']:.2f}-{p['max']:.2f}" if p else ""
@@ -293,7 +293,7 @@ def summary_table(data: dict[str, Any]) -> str:
                  == (s["model"], s["preset"], s["method"]) and r.get("calib_seconds") is not None]  # fmt: skip
         lines.append(f"| {s['model']} | {s['preset']} | {s['method']} | {len(s['draws'])} | {_spread(s, 'psnr')} | "
                      f"{span} | {_spread(s, 'fid_fp')} | {_spread(s, 'fid_data')} | {_spread(s, 'haze', 4)} | "
-                     f"{_spread(s, 'lit', 3)} | {_spread(s, 'accuracy', 3)} | "
+                     f"{_spread(s, 'speckle', 4)} | {_spread(s, 'accuracy', 3)} | "
                      f"{sum(calib) / len(calib) if calib else float('nan'):.0f} |")  # fmt: skip
     return "\n".join(lines)
 

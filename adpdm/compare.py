@@ -34,7 +34,7 @@ import torch
 from .checkpoint import TENSORS, save_quantized
 from .config import QuantConfig
 from .eval.evaluate import Evaluator, ModelSamples, evaluate_against_fp, sample_models
-from .eval.metrics import background_haze, background_lit, fid_from_features, psnr
+from .eval.metrics import background_haze, background_speckle, fid_from_features, psnr
 from .methods import get_method
 from .models.loading import DiffusionModel
 from .ptq import CalibConfig, run_ptq
@@ -159,7 +159,7 @@ def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> 
     row = make_row(model.spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model), preset)
     images = q[method].images
     row.update(draw=draw, eval_seed=cfg.eval_seed, psnr_se=_psnr_se(images, fp.images),
-               haze=background_haze(images, fp.images), lit=background_lit(images, fp.images))  # fmt: skip
+               haze=background_haze(images, fp.images), speckle=background_speckle(images, fp.images))  # fmt: skip
     if held_out is not None:
         row.update(_step_errors(ptq.model, *held_out))
     row["row_seconds"] = time.perf_counter() - start  # calibration, sampling and metrics
@@ -172,7 +172,7 @@ def _fp_row(model: DiffusionModel, cfg: CompareConfig, evaluator: Evaluator, fp:
     res = evaluate_against_fp(evaluator, {"fp32": fp}, "fp32", model.kind == "class")["fp32"]
     row = make_row(model.spec, "fp32", None, None, res, _fp_bytes(model.unet))
     row.update(draw=None, eval_seed=cfg.eval_seed, haze=background_haze(fp.images, fp.images),
-               lit=background_lit(fp.images, fp.images))  # fmt: skip
+               speckle=background_speckle(fp.images, fp.images))  # fmt: skip
     if cfg.fp_floor:
         other = dataclasses.replace(sampler, seed=cfg.eval_seed + FLOOR_SEED_OFFSET)
         fp2 = sample_models({"fp32": model.unet}, model, cfg.num_samples, other, progress=False)["fp32"]

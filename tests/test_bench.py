@@ -64,7 +64,7 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
                 assert row[key] is not None, (row["method"], key)
         assert (row["accuracy"] is None) == (row["model"] == "embedded:mnist")
         assert row["haze"] is None or row["haze"] >= 0  # RMS above black on FP's background (None: no black floor)
-        assert row["lit"] is None or 0 <= row["lit"] <= 1  # share of FP's background lit above black
+        assert row["speckle"] is None or row["speckle"] >= 0  # spread of the background within each image
     # every model of one base model sampled from one sampler config: the same noise
     for spec_guidance in (1.0, 2.0):
         configs = [s for _, _, s in seen if s.guidance_scale == spec_guidance]

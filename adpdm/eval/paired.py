@@ -20,7 +20,7 @@ from typing import Any
 
 # metric -> True when higher is better
 HIGHER_IS_BETTER = {"psnr": True, "accuracy": True, "fid_fp": False, "fid_data": False, "clf_fid_data": False,
-                    "clf_fid_fp": False, "haze": False, "lit": False}  # fmt: skip
+                    "clf_fid_fp": False, "haze": False, "speckle": False}  # fmt: skip
 
 
 @dataclass

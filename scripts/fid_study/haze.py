@@ -22,6 +22,12 @@ def far_background(fp: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.max_pool2d((fp > -0.95).float(), 7, stride=1, padding=3) == 0
 
 
+def lit_share(x: torch.Tensor, fp: torch.Tensor) -> float:
+    """Share of the FP samples' far-background pixels at 8-bit level 1 or more in ``x`` (as an image file and the
+    FID's Inception input give them)."""
+    return float((torch.round((x + 1) * 127.5) >= 1)[far_background(fp)].float().mean())
+
+
 def faint_share(x: torch.Tensor) -> float:
     """Share of the pixels barely above black, in (-0.98, -0.8)."""
     return float(((x > -0.98) & (x < -0.8)).float().mean())

@@ -16,7 +16,7 @@ import sys
 from collections import defaultdict
 
 import torch
-from haze import bench_calibration, far_background, study_args, validation_setup
+from haze import bench_calibration, lit_share, study_args, validation_setup
 
 from adpdm.config import QuantConfig
 from adpdm.eval.metrics import background_haze, psnr
@@ -29,11 +29,6 @@ logging.basicConfig(level=logging.WARNING)
 torch.set_num_threads(1)
 PRESET, DRAW, METHOD, N, SPEC = study_args(256)
 WITHIN = sys.argv[6] if len(sys.argv) > 6 else None
-
-
-def lit_share(x: torch.Tensor, fp: torch.Tensor) -> float:
-    """Share of the FP samples' far-background pixels at 8-bit level 1 or more in ``x``."""
-    return float((torch.round((x + 1) * 127.5) >= 1)[far_background(fp)].float().mean())
 
 
 def family(name: str) -> str:

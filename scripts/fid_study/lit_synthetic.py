@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
-from haze import far_background
+from haze import far_background, lit_share
 
 from adpdm.eval.evaluate import EvalConfig, Evaluator
-from adpdm.eval.metrics import background_lit, fid_from_features
+from adpdm.eval.metrics import background_speckle, fid_from_features
 
 logging.basicConfig(level=logging.WARNING)
 torch.set_num_threads(1)
@@ -75,10 +75,11 @@ variants = {
 }
 ev = Evaluator(EvalConfig(ref_num=2000), progress=False)
 fp_stats = ev.inception_stats(fp)
-print(f"{PRESET} draw {DRAW} {METHOD} n {N}: fp lit {background_lit(fp, fp):.3f} "
+print(f"{PRESET} draw {DRAW} {METHOD} n {N}: fp lit {lit_share(fp, fp):.3f} speckle {background_speckle(fp, fp):.4f} "
       f"fid_data {ev.fid_to_reference(fp_stats):.1f}", flush=True)  # fmt: skip
 for name, make in variants.items():
     x = make()
     stats = ev.inception_stats(x)
-    print(f"  {name:20s} lit {background_lit(x, fp):.3f} fid_fp {fid_from_features(stats, fp_stats):6.2f} "
+    print(f"  {name:20s} lit {lit_share(x, fp):.3f} speckle {background_speckle(x, fp):.4f} "
+          f"fid_fp {fid_from_features(stats, fp_stats):6.2f} "
           f"fid_data {ev.fid_to_reference(stats):6.2f}", flush=True)  # fmt: skip

@@ -7,7 +7,7 @@ import torch
 from adpdm.eval.frechet import FeatureStats, frechet_distance
 from adpdm.eval.metrics import (
     background_haze,
-    background_lit,
+    background_speckle,
     fid_from_features,
     mean_psnr,
     psnr,
@@ -117,41 +117,27 @@ def test_background_haze_ignores_strokes_near_the_reference_ink():
     assert background_haze(moved, fp, margin=0) > 0.0
 
 
-def test_background_lit_counts_the_pixels_an_image_file_lifts_above_black():
+def test_background_speckle_is_the_spread_within_each_image_not_a_lift():
     fp = _digits()
-    assert background_lit(fp, fp) == 0.0
-    below = fp.clone()
-    below[below < 0] = -1.0 + 0.3 * 2 / 255  # 0.3 of a level: still black once written as 8 bits
-    assert background_lit(below, fp) == 0.0
-    above = fp.clone()
-    above[above < 0] = -1.0 + 0.6 * 2 / 255  # 0.6 of a level rounds to level 1 everywhere
-    assert background_lit(above, fp) == 1.0
-    # zero-mean noise clipped at -1 lights the pixels more than half a level above black
+    assert background_speckle(fp, fp) == 0.0
+    lifted = fp.clone()
+    lifted[lifted < 0] = -0.9  # a uniform gray floor: haze, but no speckle
+    assert background_haze(lifted, fp) == pytest.approx(0.1, abs=1e-6)
+    assert background_speckle(lifted, fp) == pytest.approx(0.0, abs=1e-12)
+    # zero-mean noise clipped at -1: the spread of a half-normal's positive part, sigma * sqrt(1/2 - 1/(2 pi))
     g = torch.Generator().manual_seed(0)
     sigma = 0.1
     noisy = (_digits(64, 32) + sigma * torch.randn(64, 1, 32, 32, generator=g)).clamp(-1, 1)
-    expected = 0.5 * math.erfc((1 / 255) / (sigma * math.sqrt(2)))  # P(noise > half a level)
-    assert background_lit(noisy, _digits(64, 32)) == pytest.approx(expected, abs=0.01)
+    expected = sigma * math.sqrt(0.5 - 0.5 / math.pi)
+    assert background_speckle(noisy, _digits(64, 32)) == pytest.approx(expected, rel=0.03)
 
 
-def test_background_lit_weighs_wide_faint_haze_that_the_rms_misses():
-    fp = _digits(64, 32)
-    speck = fp.clone()
-    speck[:, :, 28, 28] = 1.0  # one bright pixel per image: large RMS, almost nothing lit
-    faint = fp.clone()
-    faint[:, :, 20:, :] = -1.0 + 2 * 2 / 255  # a quarter of the image two levels above black
-    assert background_haze(speck, fp) > background_haze(faint, fp)
-    assert background_lit(speck, fp) < background_lit(faint, fp)
-
-
-def test_background_lit_ignores_strokes_near_the_reference_ink_and_checks_its_inputs():
+def test_background_speckle_ignores_moved_strokes_and_checks_its_inputs():
     fp = _digits()
-    assert background_lit(fp.roll(2, dims=3), fp) == 0.0
-    assert background_lit(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)) is None  # no black floor
+    assert background_speckle(fp.roll(2, dims=3), fp) == 0.0
+    assert background_speckle(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)) is None  # no black floor
     with pytest.raises(ValueError, match="one shape"):
-        background_lit(fp[:2], fp)
-    with pytest.raises(ValueError, match="top must be above floor"):
-        background_lit(fp, fp, floor=1.0, top=1.0)
+        background_speckle(fp[:2], fp)
 
 
 def test_background_haze_is_none_without_a_black_floor_and_checks_shapes():
