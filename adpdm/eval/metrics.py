@@ -45,19 +45,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     return 10.0 * (2.0 * math.log10(data_range) - torch.log10(mse))
 
 
-def _background(reference: torch.Tensor, floor: float, ink: float, margin: int) -> torch.Tensor:
-    """(N, 1, H, W) mask of the pixels at least ``margin`` pixels away from any pixel of ``reference``
-    above ``floor + ink`` in any channel."""
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    inked = (reference.detach().float() > floor + ink).any(1, keepdim=True).float()
-    return torch.nn.functional.max_pool2d(inked, 2 * margin + 1, stride=1, padding=margin) == 0
-
-
-def _check_pair(images: torch.Tensor, reference: torch.Tensor, what: str) -> None:
+def _far_background(
+    images: torch.Tensor, reference: torch.Tensor, floor: float, ink: float, margin: int, min_share: float, what: str
+) -> torch.Tensor | None:  # fmt: skip
+    """(N, C, H, W) mask of the pixels at least ``margin`` pixels away from any pixel of ``reference`` above
+    ``floor + ink`` in any channel, on ``images``' device; None when under ``min_share`` of the pixels."""
     if images.shape != reference.shape or images.dim() != 4:
         raise ValueError(f"{what} needs two (N, C, H, W) batches of one shape, got {tuple(images.shape)} "
                          f"and {tuple(reference.shape)}")  # fmt: skip
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    inked = (reference.detach().float() > floor + ink).any(1, keepdim=True).float()
+    far = torch.nn.functional.max_pool2d(inked, 2 * margin + 1, stride=1, padding=margin) == 0
+    if float(far.float().mean()) < min_share:
+        return None
+    return far.expand_as(images).to(images.device)
 
 
 def background_haze(
@@ -78,11 +80,10 @@ def background_haze(
         The RMS of ``images - floor`` on the background pixels, or None when fewer than ``min_share``
         of the pixels are background (data without a black floor, e.g. natural images).
     """
-    _check_pair(images, reference, "background_haze")
-    background = _background(reference, floor, ink, margin).expand_as(images)
-    if float(background.float().mean()) < min_share:
+    background = _far_background(images, reference, floor, ink, margin, min_share, "background_haze")
+    if background is None:
         return None
-    above = images.detach().double().to(background.device)[background] - floor
+    above = images.detach().double()[background] - floor
     return float(above.pow(2).mean().sqrt())
 
 
@@ -102,15 +103,13 @@ def background_speckle(
         The mean per-image standard deviation, or None when fewer than ``min_share`` of the pixels are
         background.
     """
-    _check_pair(images, reference, "background_speckle")
-    background = _background(reference, floor, ink, margin).expand_as(images)
-    if float(background.float().mean()) < min_share:
+    background = _far_background(images, reference, floor, ink, margin, min_share, "background_speckle")
+    if background is None:
         return None
-    x = images.detach().double().to(background.device)
-    m = background.double()
+    x, m = images.detach().double(), background.double()
     n = m.flatten(1).sum(1)
     mean = (x * m).flatten(1).sum(1) / n.clamp(min=1)
-    var = ((x - mean.view(-1, *([1] * (x.dim() - 1)))).pow(2) * m).flatten(1).sum(1) / n.clamp(min=1)
+    var = ((x - mean.view(-1, 1, 1, 1)).pow(2) * m).flatten(1).sum(1) / n.clamp(min=1)
     return float(var[n >= 2].sqrt().mean())
 
 

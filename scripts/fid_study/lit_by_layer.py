@@ -2,9 +2,10 @@
 calibration draw DRAW), sampled on validation noise (seed 7) with the activation quantizers of one layer family
 turned off ("off") or with only that family's on ("only"; weights stay quantized everywhere in both).
 
-The measure is the one that tracks the Inception FID (``error_regions.py``): the share of far-background pixels
-(3 or more pixels from the FP sample's ink) lit to 8-bit level 1 or more, the level an image file and the FID's
-Inception input give them; the FP samples' own share is printed first.
+The measure is the share of far-background pixels (3 or more pixels from the FP sample's ink) lit to 8-bit level 1
+or more, the level an image file and the FID's Inception input give them; the FP samples' own share is printed
+first. It locates scattered lit pixels only where they are speckle, not a uniform lift: ``lit_synthetic.py`` shows
+the FID follows the speckle (``adpdm.eval.metrics.background_speckle``), not the count.
 With FAMILY (e.g. up_blocks.2) the quantizers of that family are taken one at a time instead.
 Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/lit_by_layer.py PRESET DRAW [METHOD] [num] [MODEL]
        [FAMILY]
