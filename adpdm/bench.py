@@ -17,14 +17,13 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from .compare import CompareConfig, Run, compare_methods
 from .eval.evaluate import EvalConfig, Evaluator
 from .eval.paired import summarize
 from .models.loading import DiffusionModel, is_embedded, load_model
 from .ptq import CalibConfig
 from .recon.reconstruct import ReconConfig
-from .utils.resources import machine_description
+from .utils.resources import machine_description, provenance
 from .utils.table import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -35,10 +34,10 @@ MAIN_METHODS = ("rtn", "ptq4dm", "qdiffusion", "adpdm")
 ABLATIONS = ("adpdm-g1", "adpdm-uniform", "adpdm-perlayer", "adpdm-perstep")
 # what the methods' settings were chosen on: never the benchmark's evaluation noise
 TUNED_ON = (
-    "reconstruction learning rates chosen in session 4 on validation noise seed 2; rounding (SignRound), "
-    "held-out acceptance and row error in session 6, the sampler-output judge of the start and of the result "
-    "and the group search's share of iterations in session 7, the sampler-weighted row error in session 10, "
-    "on validation noise seed 7 (scripts/rounding_study.py, scripts/validation_*.sh)"
+    "settings chosen on validation noise, never on this evaluation noise: the reconstruction learning rates on "
+    "seed 2 (studies/reconstruction-settings); SignRound rounding, held-out acceptance per unit, the sampler-output "
+    "checks of the start and of the result, the group search's share of iterations and the sampler-weighted row "
+    "error on seed 7 (studies/rounding, studies/unit-judge, studies/range-start, studies/row-error)"
 )
 PROTOCOL = (
     "every method calibrated on the same draws {draws} (calibration noise seeds) and scored on held-out "
@@ -74,7 +73,7 @@ class BenchConfig:
         tuned_on: what the methods' settings were chosen on (written with the results).
     """
 
-    name: str = "full"
+    name: str = "benchmark"
     models: tuple[str, ...] = ("embedded:mnist", "embedded:mnist-cond")
     methods: tuple[str, ...] = MAIN_METHODS
     presets: tuple[str, ...] = ("w8a8", "w8a6", "w6a6", "w4a8", "w4a6", "w4a8-strict")
@@ -136,7 +135,7 @@ class Results:
         self._prior_seconds = float(self.data.get("wall_seconds", 0.0))  # earlier parts of a resumed run
         self._start = time.perf_counter()
         protocol = PROTOCOL.format(seed=cfg.seed, draws=list(cfg.draws), tuned_on=cfg.tuned_on)
-        self.data.update({"config": cfg.to_dict(), "adpdm_version": __version__, "machine": machine_description(),
+        self.data.update({"config": cfg.to_dict(), **provenance(), "machine": machine_description(),
                           "protocol": protocol})  # fmt: skip
 
     def has(self, model: str, method: str, preset: str, draw: int | None = None) -> bool:

@@ -42,7 +42,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
 from .calib import srm
 from .calib import timesteps as ts
 from .calib.data import CalibrationSet, describe, forward_rows, record_trajectories, relative_error
@@ -64,7 +63,7 @@ from .recon.reconstruct import SPLIT_STREAM, ReconConfig, UnitLoss, heldout_traj
 from .recon.resume import ResumeCheckpoints, fingerprint
 from .recon.start import SampleJudge, SamplerCheck
 from .sampling import SamplerConfig, eps_sensitivity
-from .utils.resources import machine_description, peak_memory_mb, reset_peak_memory
+from .utils.resources import machine_description, peak_memory_mb, provenance, reset_peak_memory
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ def run_ptq(
     freeze(unet)
     seconds = time.perf_counter() - start
     report = {
-        "adpdm_version": __version__,
+        **provenance(),
         "method": spec.name,
         "method_spec": spec.to_dict(),
         "quant_config": cfg.to_dict(),

@@ -96,6 +96,7 @@ class SensitivityReport:
     ranges: list[ActRange]
     machine: dict[str, Any]
     seconds: float
+    code: dict[str, Any] = dataclasses.field(default_factory=dict)  # version and commit
 
     def ranked(self, mode: str) -> list[LayerSensitivity]:
         """Units with a ``mode`` row, most sensitive first."""

@@ -39,7 +39,7 @@ from ..models.loading import DiffusionModel
 from ..quantize import act_quantizers, calibrate, quantize_model, set_state
 from ..sampling import SamplerConfig, eps_sensitivity
 from ..state import QuantState
-from ..utils.resources import machine_description, resolve_device
+from ..utils.resources import machine_description, provenance, resolve_device
 from . import metrics
 from .report import ActRange, LayerSensitivity, SensitivityReport, StepErrors
 from .units import Unit, execution_order, find_units
@@ -187,6 +187,7 @@ def analyze(model: DiffusionModel, preset: str | QuantConfig, cfg: AnalyzeConfig
         ranges=_ranges(qunet, units, cfg.percentile),
         machine=machine_description(),
         seconds=time.perf_counter() - start,
+        code=provenance(),
     )
 
 

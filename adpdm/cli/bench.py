@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="benchmark every method side by side (same noise, same machine)")
     parser.add_argument("--quick", action="store_true", help="fewer samples and steps (about 10 minutes)")
-    parser.add_argument("--name", help="results file stem (default full / quick)")
+    parser.add_argument("--name", help="results file stem (default benchmark / quick)")
     parser.add_argument("--models", help="comma-separated model specs")
     parser.add_argument("--methods", help="comma-separated methods")
     parser.add_argument("--presets", help="comma-separated presets")

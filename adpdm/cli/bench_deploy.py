@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import onnxruntime
 
     from ..deploy.bench import BenchConfig, bench_deploy, markdown
-    from ..utils.resources import cpu_isa, machine_description
+    from ..utils.resources import cpu_isa, machine_description, provenance
 
     name = args.name or Path(args.quantized).name
     if not re.fullmatch(r"[\w.-]+", name):
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(steps=resolved.steps, repeats=5 if args.quick else 20, threads=args.threads)
     result = bench_deploy(args.quantized, model, cfg)
     result = {"name": name, "quick": args.quick, "quantized": str(args.quantized), "model": model.spec,
-              "config": vars(cfg), "machine": {**machine_description(), "cpu_isa": cpu_isa()},
+              "config": vars(cfg), **provenance(), "machine": {**machine_description(), "cpu_isa": cpu_isa()},
               "onnxruntime": onnxruntime.__version__, "ort_threads": args.threads, **result}  # fmt: skip
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from ..models.loading import load_model
 from ..ptq import CalibConfig
 from ..recon.reconstruct import ReconConfig
 from ..sampling import side_by_side
-from ..utils.resources import machine_description
+from ..utils.resources import machine_description, provenance
 from ..utils.table import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     grid = side_by_side({"fp32": fp.images[:64], **{n: r.images[:64] for n, r in named.items()}}, out / "grid.png")
     rows = [{**fp.row, "model": "fp32"}] + [{**r.row, "model": n} for n, r in named.items()]
     summary = {"model": args.model, "num_samples": args.num, "steps": args.steps, "ref_num": args.ref_num,
-               "rows": rows, "machine": machine_description()}  # fmt: skip
+               "rows": rows, **provenance(), "machine": machine_description()}  # fmt: skip
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     sys.stdout.write(markdown_table(rows, COLUMNS) + "\n")
     sys.stdout.write(f"\nsamples from the same noise: {grid}\nresults: {out / 'results.json'}\n")

@@ -20,7 +20,7 @@ from ..generate import check_conditioning
 from ..models.loading import is_embedded
 from ..models.source import resolve_model
 from ..sampling import SCHEDULERS, SamplerConfig
-from ..utils.resources import machine_description, resolve_device
+from ..utils.resources import machine_description, provenance, resolve_device
 from ..utils.table import markdown_table
 from .common import add_conditioning_arguments, add_model_arguments, conditioning
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_against_fp(evaluator, samples, "fp32", model.kind == "class")
     rows = [{"model": name, **res.to_dict()} for name, res in results.items()]
     summary = {"model": model.spec, "kind": model.kind, "quantized": args.quantized, "sampler": sampler.__dict__,
-               "eval": eval_cfg.__dict__, "rows": rows, "machine": machine_description()}  # fmt: skip
+               "eval": eval_cfg.__dict__, "rows": rows, **provenance(), "machine": machine_description()}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     cols = ("model", "num_samples", "fid_data", "fid_fp", "psnr", "accuracy", "clf_fid_data", "clf_fid_fp")

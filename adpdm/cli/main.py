@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from .. import __version__
+
 # Subcommand modules, in the order `adpdm --help` lists them.
 COMMANDS = (
     "demo", "train", "quantize", "sample", "evaluate", "analyze", "bench", "export", "bench_deploy", "fid_stats",
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="adpdm", description="Data-free post-training quantization of diffusion models (ADP-DM)."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"adpdm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

@@ -17,10 +17,9 @@ last step's: reconstruction lowered its error and raised steps 0-17's by 20-40%)
 alone lets the last step dominate the other way (its output has little energy, so its relative error
 is ~1,000x the others', while an error there barely moves the sample: ``b_19`` 0.01 against 0.17-0.6;
 qdiffusion at W8A8 lowered that step's error by 9% and raised every other's by 20-70%,
-``scripts/spread_study/recon_steps.py``). On validation noise (seed 7, both embedded models,
-qdiffusion and adpdm, W8A6 / W4A8 / W4A6, draws 1-2, ``scripts/validation_sampler_rows.sh``) the
-``b_k^2`` weights beat the relative error in 23 of 26 pairs, by 1.78 dB PSNR against FP on average,
-and both other row errors were deleted (session 11).
+``studies/row-error``). On validation noise (seed 7, both embedded models, qdiffusion and adpdm,
+W8A6 / W4A8 / W4A6, draws 1-2, ``studies/row-error``) the ``b_k^2`` weights beat the relative error
+in 23 of 26 pairs, by 1.78 dB PSNR against FP on average, so both other row errors were deleted.
 
 The rounding is SignRound by default (:mod:`adpdm.tensor.signround`: hard in every forward pass,
 so what is optimised is what is deployed, starting at round to nearest); AdaRound
@@ -33,9 +32,9 @@ there are several). Errors are measured as :func:`adpdm.freeze` deploys the unit
 hard step->group table. The start is round to nearest with the scales and table the unit came
 with; the optimised result is hardened and kept only if its held-out error (the unit's own output
 error, rows weighted as above) is below the start's, else the start is restored exactly. (Judging
-units by the whole model's held-out error instead tied on validation noise, session 7: adpdm 29.5
-against 30.0 dB, pairs up to 4 dB apart either way, and took 20% more time; it was deleted in
-session 11. The whole model still decides the step->group table, :mod:`.group_search`.)
+units by the whole model's held-out error instead tied on validation noise: adpdm 29.5 against
+30.0 dB, pairs up to 4 dB apart either way, and took 20% more time, so it was deleted
+(``studies/unit-judge``). The whole model still decides the step->group table, :mod:`.group_search`.)
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ from .start import STARTS
 logger = logging.getLogger(__name__)
 
 
-# settings deleted after they lost on validation noise (session 11), with the value that lives on
+# settings deleted after they lost on validation noise (in 0.6.0), with the value that lives on
 DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit"}
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,29 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """Short git commit of the adpdm source tree, ``-dirty`` when it has uncommitted changes; None outside git."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "adpdm"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def provenance() -> dict[str, Any]:
+    """The code a result was made by: package version and source commit (written into every results file)."""
+    from .. import __version__
+
+    return {"adpdm_version": __version__, "commit": source_commit()}
 
 
 def machine_description() -> dict[str, Any]:
