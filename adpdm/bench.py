@@ -268,8 +268,18 @@ def write_markdown(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-ROW_COLUMNS = ("model", "method", "preset", "draw", "groups", "fid_data", "fid_fp", "fid_fp_floor", "psnr", "psnr_se",
-               "haze", "speckle", "accuracy", "calib_seconds", "ckpt_bytes")  # fmt: skip
+ROW_COLUMNS = ("model", "method", "preset", "draw", "groups", "wbits_eff", "abits_eff", "fid_data", "fid_fp",
+               "fid_fp_floor", "psnr", "psnr_se", "haze", "speckle", "accuracy", "calib_seconds",
+               "ckpt_bytes")  # fmt: skip
+
+
+def _effective_bits(rows: list[dict[str, Any]]) -> str:
+    """``W6A6.3``: the bits averaged over the multiply-accumulates (empty for rows of older versions)."""
+    row = next((r for r in rows if r.get("wbits_eff") is not None), None)
+    if row is None:
+        return ""
+    fmt = lambda b: f"{b:.0f}" if abs(b - round(b)) < 0.05 else f"{b:.1f}"  # noqa: E731
+    return f"W{fmt(row['wbits_eff'])}A{fmt(row['abits_eff'])}"
 
 
 def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
@@ -283,14 +293,17 @@ def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:
 
 def summary_table(data: dict[str, Any]) -> str:
     """Mean ± standard deviation over the draws (min-max of PSNR) per model, preset and method."""
-    lines = ["| model | preset | method | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data | haze "
-             "| speckle | accuracy | calib s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | preset | method | eff. bits | draws | PSNR (dB) | PSNR min-max | FID vs FP | FID vs data "
+             "| haze | speckle | accuracy | calib s |", "|---" * 13 + "|"]  # fmt: skip
     for s in sorted(data.get("summary", []), key=lambda s: (s["model"], s["preset"], s["method"])):
         p = s.get("psnr")
         span = f"{p['min']:.2f}-{p['max']:.2f}" if p else ""
-        calib = [r["calib_seconds"] for r in data["rows"] if (r["model"], r["preset"], r["method"])
-                 == (s["model"], s["preset"], s["method"]) and r.get("calib_seconds") is not None]  # fmt: skip
-        lines.append(f"| {s['model']} | {s['preset']} | {s['method']} | {len(s['draws'])} | {_spread(s, 'psnr')} | "
+        rows = [
+            r for r in data["rows"] if (r["model"], r["preset"], r["method"]) == (s["model"], s["preset"], s["method"])
+        ]
+        calib = [r["calib_seconds"] for r in rows if r.get("calib_seconds") is not None]
+        lines.append(f"| {s['model']} | {s['preset']} | {s['method']} | {_effective_bits(rows)} | {len(s['draws'])} | "
+                     f"{_spread(s, 'psnr')} | "
                      f"{span} | {_spread(s, 'fid_fp')} | {_spread(s, 'fid_data')} | {_spread(s, 'haze', 4)} | "
                      f"{_spread(s, 'speckle', 4)} | {_spread(s, 'accuracy', 3)} | "
                      f"{sum(calib) / len(calib) if calib else float('nan'):.0f} |")  # fmt: skip

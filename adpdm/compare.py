@@ -240,7 +240,16 @@ def make_row(
         "peak_mem_mb": None if report is None else report["peak_mem_mb"], "ckpt_bytes": ckpt,
         "clf_fid_data": res.clf_fid_data, "clf_fid_fp": res.clf_fid_fp,
         "selected_steps": None if report is None else report.get("selected_steps"),
+        **_cost_fields(None if report is None else report.get("cost")),
     }  # fmt: skip
+
+
+def _cost_fields(cost: dict | None) -> dict[str, Any]:
+    """Effective bits (averaged over the multiply-accumulates) and giga-bit-operations per denoiser call;
+    the fp32 row counts 32 bits (reports of older versions have no cost: None)."""
+    if cost is None:
+        return {"wbits_eff": None, "abits_eff": None, "gbops": None}
+    return {"wbits_eff": cost["wbits"], "abits_eff": cost["abits"], "gbops": cost["bops"] / 1e9}
 
 
 def _ckpt_bytes(model: torch.nn.Module) -> int:

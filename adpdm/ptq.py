@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .analysis.cost import unet_cost
 from .calib import srm
 from .calib import timesteps as ts
 from .calib.data import CalibrationSet, describe, forward_rows, record_trajectories, relative_error
@@ -216,6 +217,7 @@ def run_ptq(
     # 7. freeze and report
     freeze(unet)
     seconds = time.perf_counter() - start
+    cost = unet_cost(unet, data, device)
     report = {
         **provenance(),
         "method": spec.name,
@@ -230,6 +232,7 @@ def run_ptq(
         "partition": _partition_report(unet),
         "unit_losses": losses,
         "num_quantized_layers": sum(1 for _ in quant_layers(unet)),
+        "cost": cost.to_dict(),  # per sample and denoiser call; bits averaged over the multiply-accumulates
         "calib_seconds": seconds,
         "peak_mem_mb": peak_memory_mb(),
         "machine": machine_description(),

@@ -98,6 +98,9 @@ def test_every_method_runs_and_reports(tmp_path, method):
     assert report["method"] == method
     assert len(report["selected_steps"]) == 2 and len(set(report["selected_steps"])) == 2
     assert report["calib_seconds"] > 0 and report["peak_mem_mb"] > 0
+    cost = report["cost"]  # the bits of every layer averaged over the multiply-accumulates, between the presets'
+    qcfg = _qcfg(method)
+    assert qcfg.wbits <= cost["wbits"] <= 8 and qcfg.abits <= cost["abits"] <= 8 and cost["bops"] > 0
     assert bool(report["unit_losses"]) == get_method(method).reconstruct
     for loss in report["unit_losses"]:
         assert loss["rec_after"] >= 0

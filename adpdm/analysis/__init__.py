@@ -12,11 +12,12 @@ Example::
 
 from .report import ActRange, LayerSensitivity, SensitivityReport, StepErrors, worst_table
 from .sensitivity import AnalyzeConfig, ErrorProbe, analyze
-from .suggest import Suggestion, format_cli, format_layer_bits, parse_budget, suggest
+from .suggest import BopsSuggestion, Suggestion, format_cli, format_layer_bits, parse_budget, suggest, suggest_bops
 from .units import Unit, execution_order, find_units
 
 __all__ = [
     "ActRange",
+    "BopsSuggestion",
     "AnalyzeConfig",
     "ErrorProbe",
     "LayerSensitivity",
@@ -31,5 +32,6 @@ __all__ = [
     "format_layer_bits",
     "parse_budget",
     "suggest",
+    "suggest_bops",
     "worst_table",
 ]

@@ -48,6 +48,8 @@ class LayerSensitivity:
         quantizers: names of the unit's activation quantizers.
         weight: errors with only this layer's weights quantized (``None`` for attention).
         act: errors with only this unit's activation quantizers on (``None`` without any).
+        macs: multiply-accumulates per sample and denoiser call (0 for attention, and in reports of
+            versions before 0.7.0).
     """
 
     name: str
@@ -58,6 +60,7 @@ class LayerSensitivity:
     quantizers: list[str]
     weight: StepErrors | None
     act: StepErrors | None
+    macs: int = 0
 
     def score(self, mode: str) -> float:
         """The trajectory-weighted score of ``mode`` ("weight" or "act"); 0 when not quantized."""

@@ -41,6 +41,7 @@ from ..sampling import SamplerConfig, eps_sensitivity
 from ..state import QuantState
 from ..utils.resources import machine_description, provenance, resolve_device
 from . import metrics
+from .cost import row_macs
 from .report import ActRange, LayerSensitivity, SensitivityReport, StepErrors
 from .units import Unit, execution_order, find_units
 
@@ -166,12 +167,13 @@ def analyze(model: DiffusionModel, preset: str | QuantConfig, cfg: AnalyzeConfig
     with torch.no_grad(), calibrate(qunet):  # observe every row, then init the ranges
         probe.outputs()
     set_state(qunet, QuantState.FP)
+    macs = row_macs(qunet, calib, device)
     layers = []
     for unit in tqdm(units, desc="layers", disable=not cfg.progress):
         weight = probe.errors(unit.weight) if unit.weight else None
         act = probe.errors(unit.act) if unit.act else None
         layers.append(LayerSensitivity(unit.name, unit.kind, unit.params, unit.wbits, unit.abits, unit.quantizers,
-                                       weight, act))  # fmt: skip
+                                       weight, act, macs.get(unit.name, 0)))  # fmt: skip
     everything = [m for m in qunet.modules() if isinstance(getattr(m, "state", None), QuantState)]
     all_layers = probe.errors(everything)
     logger.info("all layers quantized: relative error %.4g (trajectory-weighted)", all_layers.score)

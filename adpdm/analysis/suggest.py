@@ -110,3 +110,86 @@ def format_layer_bits(patterns: list[str], abits: int = KEEP_BITS) -> str:
     keep_a = abits if abits >= 16 else KEEP_BITS
     items = ", ".join(f"({p!r}, {KEEP_BITS}, {keep_a})" for p in patterns)
     return f"layer_bits=({items}{',' if len(patterns) == 1 else ''})"
+
+
+@dataclass
+class BopsSuggestion:
+    """Layers whose weights or input activations go to 8 bits, within a bit-operation budget.
+
+    Args:
+        layer_bits: ``(name, wbits, abits)`` of every changed layer, for ``QuantConfig.layer_bits``.
+        extra_bops: bit-operations per sample they add over the preset.
+        budget_bops: the budget.
+        base_bops: bit-operations per sample of the preset (the layers of the report).
+        covered: fraction of the total score that every candidate would remove, removed by these.
+    """
+
+    layer_bits: list[tuple[str, int, int]]
+    extra_bops: int
+    budget_bops: int
+    base_bops: int
+    covered: float
+
+
+def _bops_candidates(report: SensitivityReport) -> list[tuple[str, str, float]]:
+    """(layer, "weight" | "act", score removed by raising that side to 8 bits) of every layer with macs."""
+    out = []
+    for u in report.layers:
+        if u.kind == "attention" or u.wbits is None or u.macs <= 0:
+            continue
+        if u.abits is not None and u.abits < KEEP_BITS and u.act is not None:
+            out.append((u.name, "act", u.score("act")))
+        if u.wbits < KEEP_BITS and u.weight is not None:
+            out.append((u.name, "weight", u.score("weight")))
+    return [c for c in out if c[2] > 0]
+
+
+def suggest_bops(report: SensitivityReport, budget: str | float) -> BopsSuggestion:
+    """Raise the weights or the input activations of the most sensitive layers to 8 bits, each side on its
+    own, within ``budget`` extra bit-operations: a fraction of the preset's (``0.1`` or ``"10%"``).
+
+    Raising a layer's activations from ``a`` to 8 bits costs ``M w (8 - a)`` bit-operations (``M`` its
+    multiply-accumulates), its weights ``M (8 - w) a``, each at the layer's current other side. The
+    greedy picks the best score per bit-operation first and skips what no longer fits. Reports made
+    before 0.7.0 have no multiply-accumulates: run ``adpdm analyze`` again.
+
+    Example::
+
+        s = suggest_bops(report, "10%")
+        cfg = QuantConfig.preset("w6a6", layer_bits=tuple(s.layer_bits))
+    """
+    layers = {u.name: u for u in report.layers if u.kind != "attention" and u.wbits is not None}
+    base = sum(u.macs * u.wbits * (u.abits or 16) for u in layers.values())
+    if base == 0:
+        raise ValueError("the report has no multiply-accumulates (made before 0.7.0): run `adpdm analyze` again")
+    text = str(budget).strip().rstrip("%")
+    try:
+        fraction = float(text) / (100 if str(budget).strip().endswith("%") else 1)
+    except ValueError:
+        raise ValueError(f"bit-operation budget {budget!r}: give a fraction of the preset's (0.1 or 10%)") from None
+    if not 0 <= fraction <= 10:
+        raise ValueError(f"bit-operation budget {budget!r} must be a fraction in [0, 10] of the preset's")
+    budget_bops = int(fraction * base)
+    bits = {name: [u.wbits, u.abits or 16] for name, u in layers.items()}
+    candidates = _bops_candidates(report)
+
+    def cost(name: str, side: str) -> int:
+        w, a = bits[name]
+        return layers[name].macs * ((KEEP_BITS - w) * a if side == "weight" else w * (KEEP_BITS - a))
+
+    candidates.sort(key=lambda c: (-c[2] / max(cost(c[0], c[1]), 1), -c[2]))
+    used, gained = 0, 0.0
+    for name, side, gain in candidates:
+        extra = cost(name, side)
+        if used + extra <= budget_bops:
+            bits[name][0 if side == "weight" else 1] = KEEP_BITS
+            used += extra
+            gained += gain
+    changed = [(n, w, a) for n, (w, a) in bits.items() if (w, a) != (layers[n].wbits, layers[n].abits or 16)]
+    total = sum(c[2] for c in candidates)
+    return BopsSuggestion(changed, used, budget_bops, base, gained / total if total else 0.0)
+
+
+def format_layer_bits_cli(layer_bits: list[tuple[str, int, int]]) -> str:
+    """``--layer-bits "NAME=W6A8,..."`` for ``adpdm quantize``."""
+    return f'--layer-bits "{",".join(f"{n}=W{w}A{a}" for n, w, a in layer_bits)}"'

@@ -17,6 +17,7 @@ import torch
 
 from ..analysis import AnalyzeConfig, analyze, figures, format_cli, format_layer_bits, suggest, worst_table
 from ..analysis.report import SensitivityReport
+from ..analysis.suggest import format_layer_bits_cli, suggest_bops
 from ..config import QuantConfig
 from ..generate import read_prompts
 from ..models.loading import load_model
@@ -46,8 +47,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--layers", help="comma-separated fnmatch patterns of the layers to analyse (default all)")
     parser.add_argument("--percentile", type=float, default=99.9, help="activation range percentile (default 99.9)")
     parser.add_argument("--top", type=int, default=10, help="rows of the table of worst layers (default 10)")
-    parser.add_argument("--suggest", metavar="BUDGET", help="layers to keep at 8 bits within BUDGET extra weight "
-                        "bytes: a fraction of the FP32 weight bytes (0.05) or bytes with a unit (200KB)")  # fmt: skip
+    parser.add_argument(
+        "--suggest",
+        metavar="BUDGET",
+        help="layers to keep at 8 bits within BUDGET extra weight "
+        "bytes (0.05 or 5%% of the FP32 weights, or 200KB); with --suggest-by bops, the weights or "
+        "activations to raise to 8 bits within BUDGET extra bit-operations (0.1 or 10%% of the preset's)",
+    )
+    parser.add_argument(
+        "--suggest-by",
+        choices=("bytes", "bops"),
+        default="bytes",
+        help="what --suggest's budget counts (default bytes)",
+    )
     parser.add_argument("--out", metavar="DIR", help="write analysis.json, heatmap.png and ranges.png (a new folder)")
     parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -74,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{report.all_layers.score:.4g} (unweighted {report.all_layers.mean:.4g}); "
                      f"{report.seconds:.0f} s\n\n{worst_table(report, args.top)}\n")  # fmt: skip
     if args.suggest:
-        sys.stdout.write(_suggestion(report, args.suggest))
+        text = _suggestion(report, args.suggest) if args.suggest_by == "bytes" else _bops(report, args.suggest)
+        sys.stdout.write(text)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         report.save(out / FILES[0])
@@ -91,3 +104,14 @@ def _suggestion(report: SensitivityReport, budget: str) -> str:
     return (f"\nkeep at 8 bits ({len(s.patterns)} layers, {s.extra_bytes} of {s.budget_bytes} bytes, "
             f"{100 * s.covered:.0f}% of the layers' score):\n{format_cli(s.patterns, s.abits)}\n"
             f"{format_layer_bits(s.patterns, s.abits)}\n")  # fmt: skip
+
+
+def _bops(report: SensitivityReport, budget: str) -> str:
+    s = suggest_bops(report, budget)
+    if not s.layer_bits:
+        return (
+            f"\n--suggest {budget} --suggest-by bops: nothing to raise ({s.budget_bops:,} BOPs: none gains or fits)\n"
+        )
+    return (f"\nraise to 8 bits ({len(s.layer_bits)} layers, {s.extra_bops:,} of {s.budget_bops:,} extra BOPs per "
+            f"sample over the preset's {s.base_bops:,}, {100 * s.covered:.0f}% of the candidates' score):\n"
+            f"{format_layer_bits_cli(s.layer_bits)}\n")  # fmt: skip

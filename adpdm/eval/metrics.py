@@ -96,7 +96,7 @@ def background_speckle(
     The background is :func:`background_haze`'s. Per image, the standard deviation of its background
     pixels; the mean over the images. A uniformly lifted floor scores 0, speckle of scattered faint
     pixels scores high: on MNIST the Inception FID moves with the speckle and barely with a uniform lift
-    (``benchmarks/validation/results/fid_study.md``, section 5), while the RMS of :func:`background_haze`
+    (``studies/fid-speckle/results/fid_study.md``, section 5), while the RMS of :func:`background_haze`
     counts both alike.
 
     Returns:

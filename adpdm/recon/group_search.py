@@ -23,7 +23,7 @@ Notation (K sampling steps, G groups; one shared partition, or one per quantizer
    search moved single calibration steps to another group (step 5 from group 0 to 2), the unit's
    held-out error fell, and the whole model's output error at that step rose 12x, because the layers
    reconstructed before it now quantize step 5 with ranges fitted to steps 13-18
-   (``scripts/spread_study/recon_steps.py``). So a changed table is kept only if the whole model's
+   (``studies/row-error/recon_steps.py``). So a changed table is kept only if the whole model's
    held-out error (every step, weighted by how far it moves the sampler) is lower with it than with
    the table the unit started from; otherwise the old table (and alpha) is restored.
 """

@@ -18,7 +18,7 @@ alone lets the last step dominate the other way (its output has little energy, s
 is ~1,000x the others', while an error there barely moves the sample: ``b_19`` 0.01 against 0.17-0.6;
 qdiffusion at W8A8 lowered that step's error by 9% and raised every other's by 20-70%,
 ``studies/row-error``). On validation noise (seed 7, both embedded models, qdiffusion and adpdm,
-W8A6 / W4A8 / W4A6, draws 1-2, ``studies/row-error``) the ``b_k^2`` weights beat the relative error
+W8A6 / W4A8 / W4A6, draws 1-2) the ``b_k^2`` weights beat the relative error
 in 23 of 26 pairs, by 1.78 dB PSNR against FP on average, so both other row errors were deleted.
 
 The rounding is SignRound by default (:mod:`adpdm.tensor.signround`: hard in every forward pass,
@@ -85,7 +85,7 @@ class ReconConfig:
             a scale by about this fraction every iteration whatever the gradient's size, so 1e-3
             drifted every scale by ~5% in 50 iterations and lost 5-10 dB at W6A6 for both
             reconstruction methods; 1e-4 was best on average over qdiffusion and adpdm at W4A8 and
-            W6A6 on validation noise (``benchmarks/results/recon_sweep``, seed 2; the benchmark
+            W6A6 on validation noise (``studies/reconstruction-settings``, seed 2; the benchmark
             samples with seed 0). Q-Diffusion's 4e-5 absolute is of this order for its scales.
         lr_alpha: Adam learning rate of the group logits.
         search_fraction: share of each unit's iterations that search the step->group table (the
@@ -107,7 +107,7 @@ class ReconConfig:
             adaround in 9 of 12 pairs, by 2.0 dB PSNR on average (W8A8 +2.5 to +5.1, W4A8 +2.0 to
             +5.4; W6A6 -5.2 to +1.3). AdaRound left 87% of its variables undecided after 50 iterations
             (24-32% after 200) and its hard weights had up to 2.3x the error of its soft ones at W4A8
-            (``benchmarks/results/rounding_study.json``).
+            (``studies/rounding``).
         learn_act_scales: learn activation scales (LSQ).
         holdout: fraction of each unit's calibration trajectories (of its rows if there is only one
             trajectory) held out of the optimisation to decide whether the result is kept; 0 decides

@@ -6,7 +6,7 @@ draws 1-2, 256 samples) min-max activation ranges gave samples 1.4-2.5 dB PSNR c
 the Lp ranges of the recipe (standard error 0.3-0.4 dB), while the one-step error preferred Lp
 ranges by up to 15% at the first steps. (The systematic part of the error at the middle steps is
 1.5x lower with min-max ranges, but removing it did not close the gap: why the one-step error
-ranks them the wrong way round is open, ``benchmarks/validation/results/judge_study.md``.) So
+ranks them the wrong way round is open, ``studies/range-start/results/judge_study.md``.) So
 two whole-model decisions are taken on the sampler's output:
 
 * the activation ranges reconstruction starts from, the recipe's or min-max, whichever gives
@@ -20,7 +20,7 @@ The judge, :class:`SampleJudge`, samples fresh trajectories of the calibration s
 the recorded ones: data-free, never the evaluation noise) and scores the mean PSNR of the final
 samples against the FP model's on the same noise. With 32 trajectories it put both choices with
 min-max activation ranges above both with Lp ones on both validation draws, as 256 evaluation
-samples did; with 16 it did not (``benchmarks/validation/results/judge_study.md``).
+samples did; with 16 it did not (``studies/range-start/results/judge_study.md``).
 """
 
 from __future__ import annotations

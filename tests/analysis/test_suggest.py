@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from adpdm.analysis import LayerSensitivity, SensitivityReport, StepErrors
-from adpdm.analysis.suggest import format_cli, format_layer_bits, parse_budget, suggest
+from adpdm.analysis.suggest import (
+    format_cli,
+    format_layer_bits,
+    format_layer_bits_cli,
+    parse_budget,
+    suggest,
+    suggest_bops,
+)
 
 
 def _errors(score: float) -> StepErrors:
@@ -58,3 +65,38 @@ def test_formats() -> None:
     assert format_layer_bits(["a", "b"]) == "layer_bits=(('a', 8, 8), ('b', 8, 8))"
     assert format_layer_bits(["a"]) == "layer_bits=(('a', 8, 8),)"
     assert eval(format_layer_bits(["a"]).split("=", 1)[1]) == (("a", 8, 8),)  # noqa: S307
+
+
+def _bops_report() -> SensitivityReport:
+    def layer(name: str, macs: int, w: float, a: float, wbits: int = 6, abits: int = 6) -> LayerSensitivity:
+        return LayerSensitivity(name, "conv", 100, wbits, abits, [], _errors(w), _errors(a), macs)
+
+    layers = [
+        layer("full_res", 1000, 0.1, 4.0),  # act -> 8 costs 1000 * 6 * 2 = 12000 BOPs, gains 4
+        layer("small", 100, 0.2, 1.0),  # act: 1200 BOPs for 1 (the best per BOP), weight: 1200 for 0.2
+        layer("first", 500, 9.0, 9.0, 8, 8),  # already 8 bits: no candidate
+        LayerSensitivity("attn", "attention", 0, None, 6, [], None, _errors(9.0)),
+    ]
+    return SensitivityReport("m", "w6a6", {"wbits": 6, "abits": 6}, {}, [0], [1.0], layers, _errors(1.0), [], {}, 0.0)
+
+
+def test_bops_budget_raises_one_side_at_a_time_best_per_bop_first() -> None:
+    report = _bops_report()  # base: 1000*36 + 100*36 + 500*64 = 71600 BOPs
+    s = suggest_bops(report, "0.02")  # 1432 BOPs: the small layer's activations only
+    assert s.base_bops == 71_600 and s.budget_bops == 1432
+    assert s.layer_bits == [("small", 6, 8)] and s.extra_bops == 1200
+    s = suggest_bops(report, "20%")  # 14320: small's activations, then the full-resolution layer's
+    assert s.layer_bits == [("full_res", 6, 8), ("small", 6, 8)] and s.extra_bops == 13_200
+    # raising small's weights after its activations costs (8 - 6) * 8 per MAC, at its new input bits
+    s = suggest_bops(report, 1)
+    assert ("small", 8, 8) in s.layer_bits and s.extra_bops == 1200 + 12000 + 1600 + 16000
+    assert format_layer_bits_cli(s.layer_bits).startswith('--layer-bits "full_res=W8A8,small=W8A8')
+    assert suggest_bops(report, 0).layer_bits == []
+
+
+def test_bops_budget_needs_macs_and_a_fraction() -> None:
+    with pytest.raises(ValueError, match="run `adpdm analyze` again"):
+        suggest_bops(_report(6, 6), "10%")  # a report without multiply-accumulates
+    for bad in ("abc", "20", "-1"):
+        with pytest.raises(ValueError, match="bit-operation budget"):
+            suggest_bops(_bops_report(), bad)

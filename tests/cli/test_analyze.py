@@ -30,6 +30,7 @@ def test_analyze_writes_json_and_figures_and_refuses_a_used_folder(tmp_path, cap
     assert {"cpu", "torch"} <= set(data["machine"]) and len(data["all_layers"]["per_step"]) == 3
     report = SensitivityReport.load(out / "analysis.json")
     assert report.ranges and all(len(r.max) == 3 for r in report.ranges)
+    assert report.code["adpdm_version"] and all(u.macs > 0 for u in report.layers if u.kind != "attention")
     printed = capsys.readouterr().out
     assert "| layer" in printed and '--layer-bits "' in printed and "layer_bits=((" in printed
 
@@ -52,3 +53,11 @@ def test_analyze_text_model_needs_prompts(tmp_path) -> None:
     assert names[:2] == ["conv_in", "down_blocks.0.attentions.0.proj_in"]
     assert "down_blocks.0.attentions.0.transformer_blocks.0.attn2" in names  # the cross-attention block
     assert report.settings["rows"] == 2 * 2 * 3
+
+
+def test_analyze_suggests_within_a_bit_operation_budget(tmp_path, capsys) -> None:
+    model = ddim_folder(tmp_path / "uncond")
+    assert main(["analyze", "--model", str(model), "--preset", "w6a6", "--suggest", "25%", "--suggest-by", "bops",
+                 *QUICK]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "extra BOPs per sample" in printed and '--layer-bits "' in printed and "A8" in printed
