@@ -66,6 +66,8 @@ class CompareConfig:
         diagnose: also the teacher-forced per-step output error of every run.
         diagnose_samples: FP trajectories of the evaluation noise used by ``diagnose``.
         fp_floor: FID of the FP model against itself on independent noise (the floor of ``fid_fp``).
+        layer_bits: ``QuantConfig.layer_bits`` of every run (mixed precision for every method alike;
+            the rows state their effective bits).
     """
 
     methods: tuple[str, ...] = ("rtn", "adpdm")
@@ -81,13 +83,14 @@ class CompareConfig:
     diagnose: bool = False
     diagnose_samples: int = 16
     fp_floor: bool = False
+    layer_bits: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         self.methods, self.presets, self.draws = tuple(self.methods), tuple(self.presets), tuple(self.draws)
         for m in self.methods:
             get_method(m)
         for p in self.presets:
-            QuantConfig.preset(p)
+            self.layer_bits = QuantConfig.preset(p, layer_bits=self.layer_bits).layer_bits
         if not self.draws or len(set(self.draws)) != len(self.draws) or min(self.draws) < 0:
             raise ValueError(f"draws must be distinct non-negative seeds, got {self.draws}")
         if self.eval_seed in self.draws:
@@ -147,7 +150,7 @@ def _guidance(model: DiffusionModel, cfg: CompareConfig) -> float:
 
 def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> Run:  # noqa: ANN001
     groups = cfg.groups if get_method(method).takes_groups else None
-    qcfg = QuantConfig.preset(preset, num_steps=cfg.steps, groups=groups)
+    qcfg = QuantConfig.preset(preset, num_steps=cfg.steps, groups=groups, layer_bits=cfg.layer_bits)
     calib = dataclasses.replace(cfg.calib, sampler=dataclasses.replace(sampler, seed=draw))
     logger.info("compare: %s %s %s, calibration draw %d", model.spec, method, preset, draw)
     start = time.perf_counter()
@@ -156,7 +159,9 @@ def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> 
                   progress=False)  # fmt: skip
     q = sample_models({method: ptq.model}, model, cfg.num_samples, sampler, progress=False)
     res = evaluate_against_fp(evaluator, {"fp32": fp, **q}, "fp32", model.kind == "class")[method]
-    row = make_row(model.spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model), preset)
+    row = make_row(
+        model.spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model), row_preset(preset, cfg.layer_bits)
+    )
     images = q[method].images
     row.update(draw=draw, eval_seed=cfg.eval_seed, psnr_se=_psnr_se(images, fp.images),
                haze=background_haze(images, fp.images), speckle=background_speckle(images, fp.images))  # fmt: skip
@@ -220,6 +225,11 @@ def _step_errors(unet: torch.nn.Module, data: Any, ref: torch.Tensor, sens: torc
     den = torch.zeros(k).index_add_(0, data.step, ref.flatten(1).pow(2).sum(1))
     err = num / den.clamp_min(1e-12)
     return {"step_error": err.tolist(), "trajectory_error": float((err.double() * sens.double().pow(2)).sum())}
+
+
+def row_preset(preset: str, layer_bits: tuple = ()) -> str:
+    """A row's preset: ``w6a6-mixed`` when layer bits mix precisions, so it never passes for the uniform preset."""
+    return f"{preset}-mixed" if layer_bits else preset
 
 
 def make_row(

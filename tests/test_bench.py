@@ -100,11 +100,32 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     path.write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="another version.*row_error"):
         run_benchmark(cfg, tmp_path, resume=True)
-    path.write_text(json.dumps({**saved, "config": data["config"]}))
+    # ... and one made before mixed precision was a setting of the run (no layer_bits: none)
+    path.write_text(json.dumps({**saved, "config": {k: v for k, v in data["config"].items() if k != "layer_bits"}}))
+    assert json.loads(run_benchmark(cfg, tmp_path, resume=True).read_text())["rows"] == rows
     # ... and refuses a file whose rows were made with other settings
     other = dataclasses.replace(cfg, recon=dataclasses.replace(cfg.recon, iters=cfg.recon.iters + 1))
     with pytest.raises(ValueError, match="other settings .*recon"):
         run_benchmark(other, tmp_path, resume=True)
+    mixed = dataclasses.replace(cfg, layer_bits=(("down_blocks.0.*", 8, 8),))
+    with pytest.raises(ValueError, match="other settings .*layer_bits"):
+        run_benchmark(mixed, tmp_path, resume=True)
+
+
+def test_bench_mixed_precision_rows_state_their_effective_bits(tiny_models, tmp_path):
+    cfg = BenchConfig(
+        name="mixed", models=("embedded:mnist",), methods=("rtn",), presets=("w4a6",), num_samples=4, steps=3,
+        draws=(1,), fp_floor=False, calib=CalibConfig(num_samples=2, calib_steps=2, signature_samples=2),
+        eval=EvalConfig(ref_num=16), layer_bits=(("down_blocks.0.*", 8, 8),),
+    )  # fmt: skip
+    plain = dataclasses.replace(cfg, name="plain", layer_bits=())
+    rows = {}
+    for c in (cfg, plain):
+        data = json.loads(run_benchmark(c, tmp_path).read_text())
+        rows[c.name] = next(r for r in data["rows"] if r["method"] == "rtn")
+    assert rows["plain"]["abits_eff"] > 6 and rows["plain"]["wbits_eff"] > 4  # the 8-bit first and last layers
+    assert rows["mixed"]["abits_eff"] > rows["plain"]["abits_eff"] and rows["mixed"]["gbops"] > rows["plain"]["gbops"]
+    assert rows["mixed"]["preset"] == "w4a6-mixed" and "| W" in (tmp_path / "results" / "mixed.md").read_text()
 
 
 def test_quick_config_and_validation():

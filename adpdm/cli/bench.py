@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from ..bench import ABLATIONS, BenchConfig, run_benchmark
+from ..config import parse_layer_bits
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--methods", help="comma-separated methods")
     parser.add_argument("--presets", help="comma-separated presets")
     parser.add_argument("--num-samples", type=int, help="samples per model")
+    parser.add_argument(
+        "--layer-bits",
+        metavar="SPEC",
+        help="mixed precision for every method alike, e.g. "
+        "'up_blocks.2.*=W6A8' (the syntax of adpdm quantize; rows state their effective bits)",
+    )
     parser.add_argument("--draws", type=int, help="calibration draws: seeds 1..N (default 4, quick 1)")
     parser.add_argument("--draw-seeds", help="comma-separated calibration seeds instead of 1..N")
     parser.add_argument("--steps", type=int, help="DDIM steps K (default 20, quick 10)")
@@ -83,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["diagnose"] = True
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.layer_bits:
+        overrides["layer_bits"] = parse_layer_bits(args.layer_bits)
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     if args.methods and any(m in ABLATIONS for m in cfg.methods):
         # an ablation named on the command line runs on every model and preset of the run
