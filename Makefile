@@ -21,14 +21,14 @@ demo: $(STAMP)
 	$(VENV)/bin/adpdm demo
 
 test: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .site
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 docs: $(STAMP)  # the documentation site, in .site/ (open .site/index.html)
-	$(VENV)/bin/mkdocs build --strict --site-dir .site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir .site
 
 bench: $(STAMP)
 	$(VENV)/bin/adpdm bench

@@ -57,8 +57,9 @@ class BenchConfig:
         methods: registry names.
         presets: bit-width presets.
         draws: calibration draws (the calibration noise seeds); every method runs on every draw.
-        ablation_models, ablation_presets: where the ablation methods (``methods.ABLATIONS``) run
-            when asked for; the main methods run on every model and preset.
+        ablation_models: where the ablation methods (``methods.ABLATIONS``) run when asked for; the
+            main methods run on every model.
+        ablation_presets: the presets the ablation methods run at; the main methods run at every preset.
         groups: G for the grouped methods.
         num_samples: samples per model for the metrics.
         steps: DDIM steps K (deployment schedule and calibration sampler).

@@ -57,7 +57,8 @@ class MethodSpec:
     Args:
         name: registry key.
         timesteps: calibration-step strategy ("uniform", "normal", "random", "srm").
-        weight_init / act_init: range initialisation ("minmax" or "lp").
+        weight_init: weight range initialisation ("minmax" or "lp").
+        act_init: activation range initialisation ("minmax" or "lp").
         lp_norm: p of the range search (2 = MSE).
         reconstruct: run block reconstruction (learned rounding + learned activation scales).
         groups: fixed number of timestep groups (1 for shared-over-steps methods), ``None`` for the

@@ -24,7 +24,7 @@ keyed by the seed and the unit index; steps 1-5 are deterministic and are simply
 
 Example::
 
-    result = adpdm.run_ptq(model.unet, model.scheduler_config, "adpdm", adpdm.QuantConfig.preset("w4a8"))
+    result = run_ptq(model.unet, model.scheduler_config, "adpdm", adpdm.QuantConfig.preset("w4a8"))
     adpdm.save_quantized(result.model, "out/")
 """
 
@@ -254,7 +254,7 @@ def settings_from_report(report: dict[str, Any]) -> tuple[MethodSpec, QuantConfi
         calib = CalibConfig(**{k: v for k, v in report["calibration"].items() if k in known})
         recon = ReconConfig.from_dict(report["reconstruction"]) if report.get("reconstruction") else None
     except (KeyError, TypeError) as err:
-        raise ValueError(f"not a report of adpdm.run_ptq, or from another version: {err}") from err
+        raise ValueError(f"not a report of adpdm.ptq.run_ptq, or from another version: {err}") from err
     return spec, qcfg, calib, recon
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Speed and size of the ONNX Runtime deployment (issue 6), on an otherwise idle machine.
+# Speed and size of the ONNX Runtime deployment, on an otherwise idle machine.
 # Quantizes three checkpoints of embedded:mnist and runs `adpdm bench-deploy` on each; results go to
 # benchmarks/results/deploy_<name>.{json,md}. Usage: bash scripts/bench_deploy.sh [WORKDIR] [--quick]
 set -euo pipefail

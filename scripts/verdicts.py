@@ -1,4 +1,4 @@
-"""Issue 15's aims read off benchmark files (default benchmarks/results/full.json), as markdown tables.
+"""The benchmark's aims read off its results files (default: both models' benchmark files), as markdown tables.
 
 Per model and preset: PSNR against FP per calibration draw for every method; adpdm minus each peer per draw,
 with the paired wins and the results file's paired verdict (ahead / tie / behind: the mean paired difference
@@ -7,7 +7,7 @@ draw; and whether the aim holds (mean PSNR and mean FID ahead of every peer and 
 won; at W8A8 the mean within 0.3 dB of rtn or above it). Per file: the reconstructed units that kept a held-out
 error above their start (the aim: none); adpdm against adpdm-g1 (scripts/bench_groups.sh); and the absolute
 quality of files of 1,000 samples (scripts/absolute_quality.sh).
-Usage: python scripts/issue15_verdicts.py [FILE ...] (the rows of all files together, e.g. the two models'
+Usage: python scripts/verdicts.py [FILE ...] (the rows of all files together, e.g. the two models'
 files of scripts/bench_full.sh)
 """
 
@@ -15,7 +15,7 @@ import json
 import sys
 from statistics import mean
 
-PATHS = sys.argv[1:] or ["benchmarks/results/full.json"]
+PATHS = sys.argv[1:] or ["benchmarks/results/benchmark_mnist.json", "benchmarks/results/benchmark_mnist-cond.json"]
 PEERS = ("rtn", "ptq4dm", "qdiffusion")
 files = {path: json.load(open(path)) for path in PATHS}
 rows = [r for data in files.values() for r in data["rows"]]

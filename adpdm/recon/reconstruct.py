@@ -179,7 +179,7 @@ class ReconConfig:
             if name in saved and saved.pop(name) != survivor:
                 raise ValueError(
                     f"ReconConfig.{name} other than {survivor!r} was deleted after it lost on validation noise "
-                    "(README): a run made with it cannot be repeated or resumed"
+                    "(docs/methods.md): a run made with it cannot be repeated or resumed"
                 )
         return cls(**saved)
 
@@ -276,7 +276,7 @@ def row_weights(
 ) -> torch.Tensor:
     """Per-row weights of the reconstruction error, scaled to mean 1: the inverse of each row's target
     energy (every row counts by its relative error) times ``step_weights[steps]``, the weight of each
-    row's sampling step (``b_k^2``, as :func:`adpdm.run_ptq` passes; None: every step alike)."""
+    row's sampling step (``b_k^2``, as :func:`adpdm.ptq.run_ptq` passes; None: every step alike)."""
     weights = 1.0 / target.flatten(1).double().pow(2).sum(1).clamp_min(1e-12)
     if step_weights is not None:
         if steps is None:

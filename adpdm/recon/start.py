@@ -14,7 +14,7 @@ two whole-model decisions are taken on the sampler's output:
 * the result of reconstruction is kept only if its samples are at least as close to FP as the
   start's, so the run never ends below its start.
 
-:class:`SamplerCheck` takes both, before and after reconstruction (:func:`adpdm.run_ptq`).
+:class:`SamplerCheck` takes both, before and after reconstruction (:func:`adpdm.ptq.run_ptq`).
 
 The judge, :class:`SampleJudge`, samples fresh trajectories of the calibration seed (indices after
 the recorded ones: data-free, never the evaluation noise) and scores the mean PSNR of the final

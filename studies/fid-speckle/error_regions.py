@@ -8,7 +8,7 @@ Parts by frequency: "low" (the error blurred by a 5x5 Gaussian, sigma 1) and "hi
 "brighter" (quant above FP) and "darker". Each part's share of the error's energy is printed beside its FIDs.
 
 The samples are saved to /tmp/fid_study/ and reused by a second run with the same arguments.
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/error_regions.py PRESET DRAW [METHOD] [num] [MODEL]
+Usage: PYTHONPATH=. .venv/bin/python studies/fid-speckle/error_regions.py PRESET DRAW [METHOD] [num] [MODEL]
 e.g. ... w6a6 1 adpdm 1000
 """
 

@@ -1,5 +1,9 @@
 """Measures of the background haze of the FID study (the haze itself: ``adpdm.eval.metrics.background_haze``),
-and the benchmark's calibration of one draw."""
+and the benchmark's calibration of one draw.
+
+The scripts of this folder import it by name (Python puts a script's own folder first on ``sys.path``);
+``studies/group-count`` and ``studies/row-error`` add this folder to ``sys.path`` by a path relative to their file.
+"""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ quant - FP (a shift, which the clip keeps when it points up) against its spread 
 
 The correction: on the calibration draw's own FP trajectories (seed = draw, never the validation noise), the
 mean of eps_FP - eps_quant per sampling step and channel; added to the quantized model's output at that step.
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/haze_bias.py [MODEL] [PRESET] [METHODS] [num]
+Usage: PYTHONPATH=. .venv/bin/python studies/fid-speckle/haze_bias.py [MODEL] [PRESET] [METHODS] [num]
 """
 
 import copy

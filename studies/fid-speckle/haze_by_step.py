@@ -2,7 +2,7 @@
 steps and the FP one the others (same noise, validation seed 7); the haze and the FID against data of each mix.
 
 "quant [a, b)" runs the quantized model on steps a..b-1 (step 0 is the noisiest) and FP elsewhere.
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/haze_by_step.py [MODEL] [PRESET] [METHOD] [num]
+Usage: PYTHONPATH=. .venv/bin/python studies/fid-speckle/haze_by_step.py [MODEL] [PRESET] [METHOD] [num]
 """
 
 import copy

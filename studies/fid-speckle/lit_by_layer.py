@@ -7,7 +7,7 @@ or more, the level an image file and the FID's Inception input give them; the FP
 first. It locates scattered lit pixels only where they are speckle, not a uniform lift: ``lit_synthetic.py`` shows
 the FID follows the speckle (``adpdm.eval.metrics.background_speckle``), not the count.
 With FAMILY (e.g. up_blocks.2) the quantizers of that family are taken one at a time instead.
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/lit_by_layer.py PRESET DRAW [METHOD] [num] [MODEL]
+Usage: PYTHONPATH=. .venv/bin/python studies/fid-speckle/lit_by_layer.py PRESET DRAW [METHOD] [num] [MODEL]
        [FAMILY]
 """
 

@@ -9,7 +9,7 @@ samples' far background (3 or more pixels from ink), scored with the Inception F
 - "quant far, mean": each image's far background raised by the mean of its own quantized far-background error.
 
 Reads the samples that ``error_regions.py`` saved (run it first with the same PRESET, DRAW, METHOD and num).
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/lit_synthetic.py PRESET DRAW [METHOD] [num]
+Usage: PYTHONPATH=. .venv/bin/python studies/fid-speckle/lit_synthetic.py PRESET DRAW [METHOD] [num]
 """
 
 import logging
@@ -29,7 +29,7 @@ METHOD = sys.argv[3] if len(sys.argv) > 3 else "adpdm"
 N = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
 cache = Path("/tmp/fid_study") / f"regions_embedded_mnist_{PRESET}_d{DRAW}_{METHOD}_{N}.pt"
 if not cache.exists():
-    raise SystemExit(f"{cache} not found: run scripts/fid_study/error_regions.py {PRESET} {DRAW} {METHOD} {N} first")
+    raise SystemExit(f"{cache} not found: run studies/fid-speckle/error_regions.py {PRESET} {DRAW} {METHOD} {N} first")
 fp, quant = torch.load(cache, weights_only=True).values()
 far = far_background(fp)
 gen = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ set to black (every pixel below -0.8 set to -1: "bg-cleaned"), the background ha
 pixels 3 or more pixels away from the FP sample's ink), the faint share (pixels in (-0.98, -0.8)), the ink
 level (mean of each image's brightest 10%), the ink share (pixels above 0) and the accuracy of conditional
 samples. Samples are saved to /tmp/fid_study/.
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/fid_study/sample_stats.py MODEL PRESET [num] [methods]
+Usage: PYTHONPATH=. .venv/bin/python studies/fid-speckle/sample_stats.py MODEL PRESET [num] [methods]
 e.g. ... embedded:mnist w4a8 256 rtn,ptq4dm,qdiffusion,adpdm
 """
 

@@ -2,22 +2,25 @@
 benchmark's calibration and reconstruction settings, scored on validation noise (seed 7), never the
 benchmark's evaluation noise.
 
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/spread_study/group_count.py MODEL PRESET G[,G...] DRAWS [num]
-(DRAWS: comma-separated calibration seeds). Prints one line per run: PSNR against FP (mean over samples and
-its standard error), FID against FP, what the sampler check kept and the calibration time.
+Usage: PYTHONPATH=. .venv/bin/python studies/group-count/group_count.py MODEL PRESET G[,G...] DRAWS [num]
+(DRAWS: comma-separated calibration seeds), e.g. ``embedded:mnist w8a6 4,8 1,2,3,4``. Prints one line per run:
+PSNR against FP (mean over samples and its standard error), FID against FP, what the sampler check kept and the
+calibration time.
 """
 
 import copy
 import logging
 import sys
-
-from haze import bench_calibration, validation_setup
+from pathlib import Path
 
 from adpdm.config import QuantConfig
 from adpdm.eval.evaluate import EvalConfig, Evaluator
 from adpdm.eval.metrics import psnr
 from adpdm.ptq import run_ptq
 from adpdm.sampling import sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fid-speckle"))
+from haze import bench_calibration, validation_setup  # noqa: E402
 
 logging.basicConfig(level=logging.WARNING)
 spec, preset = sys.argv[1], sys.argv[2]

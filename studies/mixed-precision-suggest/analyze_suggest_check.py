@@ -1,14 +1,16 @@
 """Does `adpdm analyze --suggest` help? All-layers error of the suggested mixed precision.
 
-Reads benchmarks/results/analyze/<model>_<preset>/analysis.json (scripts/analyze_all.sh), and for
-W6A6 and W4A8 of both embedded models measures the trajectory-weighted all-layers error (same
-trajectories: 8 samples, 20 steps, seed 1) with conv_in / conv_out at W8A8 (first_last_bits=8)
-and with the layers `suggest` keeps at 8 bits for budgets 0.002 and 0.05.
-Usage: .venv/bin/python scripts/analyze_suggest_check.py > benchmarks/results/analyze/suggest_check.txt
+Reads ANALYZE/<model>_<preset>/analysis.json (written by scripts/analyze_all.sh; ANALYZE defaults to
+benchmarks/results/analyze, its output folder), and for W6A6 and W4A8 of both embedded models measures the
+trajectory-weighted all-layers error (same trajectories: 8 samples, 20 steps, seed 1) with conv_in / conv_out
+at W8A8 (first_last_bits=8) and with the layers `suggest` keeps at 8 bits for budgets 0.002 and 0.05.
+Usage: PYTHONPATH=. .venv/bin/python studies/mixed-precision-suggest/analyze_suggest_check.py [ANALYZE] \
+    > studies/mixed-precision-suggest/results/suggest_check.txt
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -17,7 +19,7 @@ from adpdm.analysis import AnalyzeConfig, SensitivityReport, analyze, suggest
 from adpdm.config import QuantConfig
 from adpdm.models.loading import load_model
 
-ROOT = "benchmarks/results/analyze"
+ROOT = sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/analyze"
 # only conv_in gets a per-layer row: the all-layers error is what is wanted here
 CFG = AnalyzeConfig(num_samples=8, steps=20, seed=1, layers=("conv_in",), progress=False)
 

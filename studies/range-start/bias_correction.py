@@ -2,7 +2,7 @@
 denoiser's error? Subtract the mean eps error of each sampling step (per output channel, or per output
 element), estimated on the 16 recorded calibration trajectories, and score closed-loop PSNR against FP on
 32 fresh trajectories of the calibration seed.
-Usage: PYTHONPATH=scripts/start_study python scripts/start_study/bias_correction.py w8a8"""
+Usage: PYTHONPATH=. .venv/bin/python studies/range-start/bias_correction.py w8a8"""
 
 import copy
 import sys

@@ -1,5 +1,5 @@
 """Closed-loop PSNR of the four range starts on 32 / 64 fresh trajectories of the calibration seed.
-Usage: python scripts/start_study/closed_loop_judge.py w8a8"""
+Usage: PYTHONPATH=. .venv/bin/python studies/range-start/closed_loop_judge.py w8a8"""
 
 import copy
 import sys

@@ -1,4 +1,7 @@
-"""Helpers of the start study: every weight and activation range of a model, the min-max ones, setting them."""
+"""Helpers of the range-start study: every weight and activation range of a model, the min-max ones, setting them.
+
+The scripts of this folder import it by name (``from common import ...``): Python puts a script's own folder first
+on ``sys.path``."""
 
 from __future__ import annotations
 

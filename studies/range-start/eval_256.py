@@ -1,4 +1,5 @@
-"""W8A8 range starts scored on 64 / 128 / 256 validation samples (seed 7), paired differences and standard errors."""
+"""W8A8 range starts scored on 64 / 128 / 256 validation samples (seed 7), paired differences and standard errors.
+Usage: PYTHONPATH=. .venv/bin/python studies/range-start/eval_256.py"""
 
 import copy
 

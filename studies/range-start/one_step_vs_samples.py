@@ -1,6 +1,6 @@
 """W8A8 range starts: the one-step judge, closed-loop PSNR on 4 / 16 calibration-noise trajectories and on
 64 validation samples (seed 7).
-Usage: python scripts/start_study/one_step_vs_samples.py w8a8"""
+Usage: PYTHONPATH=. .venv/bin/python studies/range-start/one_step_vs_samples.py w8a8"""
 
 import copy
 import sys

@@ -1,4 +1,5 @@
-"""Per-step one-step relative error and its systematic part (error of the mean) at W8A8, Lp vs min-max activations."""
+"""Per-step one-step relative error and its systematic part (error of the mean) at W8A8, Lp vs min-max activations.
+Usage: PYTHONPATH=. .venv/bin/python studies/range-start/per_step_error.py"""
 
 import copy
 

@@ -1,4 +1,5 @@
-"""Phase timings of run_ptq (session 7): python scripts/start_study/phase_times.py qdiffusion,adpdm w6a6"""
+"""Phase timings of run_ptq (where adpdm's extra calibration time goes).
+Usage: PYTHONPATH=. .venv/bin/python studies/range-start/phase_times.py qdiffusion,adpdm w6a6"""
 
 import collections
 import copy

@@ -1,7 +1,8 @@
 """How much of the spread between calibration draws is the reconstruction's own randomness? One calibration
 draw, several reconstruction seeds (row sampling and held-out split), scored on validation noise (seed 7).
 
-Usage: PYTHONPATH=. python scripts/spread_study/repeat_seed.py PRESET DRAW METHOD[,METHOD] SEED[,SEED...] [num]
+Usage: PYTHONPATH=. .venv/bin/python studies/reconstruction-seed/repeat_seed.py \
+    PRESET DRAW METHOD[,METHOD] SEED[,SEED...] [num]
 Prints one line per run: PSNR against FP, what the sampler check kept, its scores and the units kept.
 """
 

@@ -11,9 +11,10 @@ fit-row error with the soft weights the optimiser saw against the hard weights t
 
 Usage (rows are appended to the results file; rows already there are skipped)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/rounding_study.py --presets w8a8 w4a8 w6a6 --draws 1 2
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/rounding_study.py --presets w8a8 w4a8 w6a6 --draws 1 2 \
-        --iters 50 --roundings sign --holdout 0    # what holding out trajectories costs
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python studies/rounding/rounding_study.py --presets w8a8 w4a8 w6a6 \
+        --draws 1 2
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python studies/rounding/rounding_study.py --presets w8a8 w4a8 w6a6 \
+        --draws 1 2 --iters 50 --roundings sign --holdout 0    # what holding out trajectories costs
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from adpdm.sampling import SamplerConfig
 from adpdm.state import QuantState
 from adpdm.utils.resources import machine_description
 
-OUT = Path("benchmarks/results/rounding_study.json")
+OUT = Path(__file__).resolve().parent / "results" / "rounding_study.json"
 MODEL = "embedded:mnist"
 STEPS, SAMPLES, EVAL_SEED = 20, 64, 7
 

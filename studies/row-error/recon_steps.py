@@ -7,16 +7,16 @@ script measures, at the sampler check's decision, the teacher-forced output erro
 reconstructed model at every sampling step (the calibration steps marked), on FP trajectories of validation noise
 (seed 7), and the PSNR of their samples against FP on the same noise.
 
-Usage: PYTHONPATH=.:scripts/fid_study python scripts/spread_study/recon_steps.py MODEL PRESET METHOD DRAW [num]
-(session 10 also varied the row error, an option deleted in session 11).
+Usage: PYTHONPATH=. .venv/bin/python studies/row-error/recon_steps.py MODEL PRESET METHOD DRAW [num]
+(it was also run with the row error "relative", a ``ReconConfig`` option that 0.6.0 deleted).
 """
 
 import copy
 import logging
 import sys
+from pathlib import Path
 
 import torch
-from haze import bench_calibration, validation_setup
 
 from adpdm.calib.data import record_trajectories
 from adpdm.compare import _denoise
@@ -25,6 +25,9 @@ from adpdm.eval.metrics import psnr
 from adpdm.ptq import run_ptq
 from adpdm.recon import start as start_module
 from adpdm.sampling import sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fid-speckle"))
+from haze import bench_calibration, validation_setup  # noqa: E402
 
 logging.basicConfig(level=logging.WARNING)
 spec, preset, method, draw = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -1,13 +1,13 @@
-"""The row-error validation study as one paired table: ``scripts/validation_sampler_rows.sh``'s two results files,
+"""The row-error validation study as one paired table: ``validation_sampler_rows.sh``'s two results files,
 row error "relative" against "sampler", per model, preset, method and calibration draw (validation noise seed 7).
 
-Usage: python scripts/spread_study/val_rows_table.py  (prints markdown)
+Usage: .venv/bin/python studies/row-error/val_rows_table.py  (prints the markdown table of ``results/val_rows.md``)
 """
 
 import json
 from pathlib import Path
 
-RESULTS = Path("benchmarks/validation/results")
+RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = ("relative", "sampler")
 
 
