@@ -19,6 +19,20 @@ def _plt():  # noqa: ANN202
     return plt
 
 
+def _panel(ax, model: str, metric: str) -> None:  # noqa: ANN001
+    ax.set_title(model)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path: Path) -> Path:  # noqa: ANN001
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fid_vs_bits(data: dict[str, Any], path: Path, metric: str = "fid_fp") -> Path:
     """One panel per model: ``metric`` (mean ± std over the draws) against the preset, one line per method."""
     plt = _plt()
@@ -37,15 +51,40 @@ def fid_vs_bits(data: dict[str, Any], path: Path, metric: str = "fid_fp") -> Pat
             err = [(sum((x - y) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
                    for v, y in zip(vals, ys, strict=True)]  # fmt: skip
             ax.errorbar(presets, ys, yerr=err, marker="o", label=method, color=color[method], capsize=3)
-        ax.set_title(model)
-        ax.set_ylabel(metric)
+        _panel(ax, model, metric)
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def frontier(datas: list[dict[str, Any]], path: Path, metric: str = "fid_fp") -> Path | None:
+    """One panel per model: ``metric`` (mean over the draws) against giga-bit-operations per sample and
+    denoiser call, one point per preset (uniform or ``-mixed``) and method, the rows of several results
+    files together (e.g. a benchmark and its mixed-precision runs): the frontier a user chooses from.
+    None when no row states its bit-operations (results of versions before 0.8.0)."""
+    rows = [r for d in datas for r in d["rows"] if r["method"] != "fp32" and r.get(metric) is not None
+            and r.get("gbops") is not None]  # fmt: skip
+    if not rows:
+        return None
+    plt = _plt()
+    models = sorted({r["model"] for r in rows})
+    methods = sorted({r["method"] for r in rows})
+    color = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for method in methods:
+            cells: dict[tuple[str, float], list[dict]] = {}  # a recipe: its preset and bit-operations
+            for r in rows:
+                if (r["model"], r["method"]) == (model, method):
+                    cells.setdefault((r["preset"], round(r["gbops"], 4)), []).append(r)
+            points = sorted((gbops, sum(r[metric] for r in c) / len(c), preset) for (preset, gbops), c in cells.items())
+            if not points:
+                continue
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=color[method], label=method)
+            for x, y, preset in points:
+                ax.annotate(preset, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        _panel(ax, model, metric)
+        ax.set_xlabel("GBOPs per sample and denoiser call")
+    return _save(plt, fig, path)
 
 
 def ranges_with_partition(report: dict[str, Any], path: Path) -> Path | None:
@@ -79,6 +118,9 @@ def write_figures(data: dict[str, Any], folder: Path, name: str) -> list[Path]:
     """All figures of a results file."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [fid_vs_bits(data, folder / f"{name}_fid_vs_bits.png")]
+    metric = "fid_fp" if any(r.get("fid_fp") is not None for r in data["rows"]) else "psnr"
+    if (p := frontier([data], folder / f"{name}_{metric}_vs_bops.png", metric)) is not None:
+        paths.append(p)
     draws = data.get("config", {}).get("draws") or [None]
     drawn: set[str] = set()
     for key, report in data.get("reports", {}).items():

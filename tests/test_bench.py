@@ -9,6 +9,7 @@ from cli.test_commands import _tiny_mnist_model
 
 from adpdm import compare
 from adpdm.bench import ROW_FIELDS, BenchConfig, run_benchmark
+from adpdm.bench_figures import frontier
 from adpdm.eval import evaluate as evaluate_module
 from adpdm.eval.evaluate import EvalConfig
 from adpdm.eval.inception import InceptionFeatures
@@ -76,6 +77,7 @@ def test_bench_rows_schema_and_same_noise(tiny_models, tmp_path, monkeypatch):
     assert data["wall_seconds"] >= sum(r.get("row_seconds", 0.0) for r in rows) > 0
     assert "Wall time of the run" in (tmp_path / "results" / "tiny.md").read_text()
     assert (tmp_path / "figures" / "tiny_fid_vs_bits.png").is_file()
+    assert (tmp_path / "figures" / "tiny_fid_fp_vs_bops.png").is_file()  # quality against bit-operations
     assert list((tmp_path / "figures").glob("tiny_*_ranges.png"))
     # the calibration trajectories of draw d come from noise seed d, never the evaluation seed 0
     for key, report in data["reports"].items():
@@ -119,10 +121,12 @@ def test_bench_mixed_precision_rows_state_their_effective_bits(tiny_models, tmp_
         eval=EvalConfig(ref_num=16), layer_bits=(("down_blocks.0.*", 8, 8),),
     )  # fmt: skip
     plain = dataclasses.replace(cfg, name="plain", layer_bits=())
-    rows = {}
+    rows, datas = {}, []
     for c in (cfg, plain):
-        data = json.loads(run_benchmark(c, tmp_path).read_text())
-        rows[c.name] = next(r for r in data["rows"] if r["method"] == "rtn")
+        datas.append(json.loads(run_benchmark(c, tmp_path).read_text()))
+        rows[c.name] = next(r for r in datas[-1]["rows"] if r["method"] == "rtn")
+    assert frontier(datas, tmp_path / "frontier.png", "psnr") == tmp_path / "frontier.png"
+    assert frontier([{"rows": [{**rows["plain"], "gbops": None}]}], tmp_path / "none.png") is None  # older files
     assert rows["plain"]["abits_eff"] > 6 and rows["plain"]["wbits_eff"] > 4  # the 8-bit first and last layers
     assert rows["mixed"]["abits_eff"] > rows["plain"]["abits_eff"] and rows["mixed"]["gbops"] > rows["plain"]["gbops"]
     assert rows["mixed"]["preset"] == "w4a6-mixed" and "| W" in (tmp_path / "results" / "mixed.md").read_text()
