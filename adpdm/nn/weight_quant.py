@@ -64,13 +64,22 @@ class WeightQuantizer(nn.Module):
         """Start learned rounding from the fractional part of ``w / scale``; returns V."""
         return self.enable_rounding(w, "adaround")
 
-    def enable_rounding(self, w: torch.Tensor, mode: str) -> nn.Parameter:
+    def enable_rounding(self, w: torch.Tensor, mode: str, keep_decided: bool = False) -> nn.Parameter:
         """Start learned rounding of ``mode``: AdaRound from the FP weights (soft weights equal ``w``),
-        SignRound from ``v = 0`` (round to nearest). Returns the rounding parameter."""
+        SignRound from ``v = 0`` (round to nearest) or, with ``keep_decided``, from the offsets that
+        reproduce the rounding decided now (e.g. GPTQ's). Returns the rounding parameter."""
         if mode not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {mode!r}")
         w = w.detach()
-        init = adaround.init_logits(w, self.scale) if mode == "adaround" else torch.zeros_like(w)
+        if keep_decided and mode != "sign":
+            raise ValueError("keep_decided starts SignRound only (rounding='sign')")
+        if mode == "adaround":
+            init = adaround.init_logits(w, self.scale)
+        elif keep_decided and self.rounding is not None:
+            x = w / self.scale  # the offset from x to the decided grid point, inside SignRound's [-0.5, 0.5]
+            init = (torch.floor(x) + self._round_up(w).to(x.dtype) - x).clamp(-0.499, 0.499)
+        else:
+            init = torch.zeros_like(w)
         self.rounding = nn.Parameter(init)
         self.rounding_mode = mode
         return self.rounding
