@@ -76,8 +76,11 @@ class WeightQuantizer(nn.Module):
         if mode == "adaround":
             init = adaround.init_logits(w, self.scale)
         elif keep_decided and self.rounding is not None:
-            x = w / self.scale  # the offset from x to the decided grid point, inside SignRound's [-0.5, 0.5]
-            init = (torch.floor(x) + self._round_up(w).to(x.dtype) - x).clamp(-0.499, 0.499)
+            # the middle of the offsets in [-0.5, 0.5] that round x to the decided grid point u, so that the
+            # first signed steps do not flip it: [u - 0.5 - x, u + 0.5 - x] clipped to SignRound's range
+            x = w / self.scale
+            u = torch.floor(x) + self._round_up(w).to(x.dtype)
+            init = ((u - 0.5 - x).clamp(min=-0.5) + (u + 0.5 - x).clamp(max=0.5)) / 2
         else:
             init = torch.zeros_like(w)
         self.rounding = nn.Parameter(init)
