@@ -64,25 +64,13 @@ class WeightQuantizer(nn.Module):
         """Start learned rounding from the fractional part of ``w / scale``; returns V."""
         return self.enable_rounding(w, "adaround")
 
-    def enable_rounding(self, w: torch.Tensor, mode: str, keep_decided: bool = False) -> nn.Parameter:
+    def enable_rounding(self, w: torch.Tensor, mode: str) -> nn.Parameter:
         """Start learned rounding of ``mode``: AdaRound from the FP weights (soft weights equal ``w``),
-        SignRound from ``v = 0`` (round to nearest) or, with ``keep_decided``, from the offsets that
-        reproduce the rounding decided now (e.g. GPTQ's). Returns the rounding parameter."""
+        SignRound from ``v = 0`` (round to nearest). Returns the rounding parameter."""
         if mode not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {mode!r}")
         w = w.detach()
-        if keep_decided and mode != "sign":
-            raise ValueError("keep_decided starts SignRound only (rounding='sign')")
-        if mode == "adaround":
-            init = adaround.init_logits(w, self.scale)
-        elif keep_decided and self.rounding is not None:
-            # the middle of the offsets in [-0.5, 0.5] that round x to the decided grid point u, so that the
-            # first signed steps do not flip it: [u - 0.5 - x, u + 0.5 - x] clipped to SignRound's range
-            x = w / self.scale
-            u = torch.floor(x) + self._round_up(w).to(x.dtype)
-            init = ((u - 0.5 - x).clamp(min=-0.5) + (u + 0.5 - x).clamp(max=0.5)) / 2
-        else:
-            init = torch.zeros_like(w)
+        init = adaround.init_logits(w, self.scale) if mode == "adaround" else torch.zeros_like(w)
         self.rounding = nn.Parameter(init)
         self.rounding_mode = mode
         return self.rounding

@@ -61,7 +61,6 @@ from ..state import QuantState
 from ..tensor import signround
 from ..tensor.adaround import BetaSchedule
 from .capture import UnitInputs, capture_inputs, capture_outputs, unit_forward
-from .gptq_start import layer_hessians, set_gptq_rounding
 from .group_search import GroupSearch, searched_partitions
 from .start import STARTS
 
@@ -71,7 +70,6 @@ logger = logging.getLogger(__name__)
 # settings deleted after they lost on validation noise (in 0.6.0), with the value that lives on
 DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit"}
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
-WEIGHT_STARTS = ("nearest", "gptq")
 
 
 @dataclass
@@ -125,9 +123,6 @@ class ReconConfig:
             initialisation) or "best" (the recipe's or min-max ranges, whichever the sample judge
             prefers). Either way the whole result is kept only if the sample judge scores it at
             least as high as its start.
-        weight_start: the weight rounding each unit starts from: "nearest", or "gptq" (second-order
-            rounding under each layer's input Hessian on the unit's fit rows, :mod:`.gptq_start`;
-            SignRound only). With ``learn_rounding=False``, "gptq" is plain GPTQ.
     """
 
     iters: int = 200
@@ -148,13 +143,8 @@ class ReconConfig:
     seed: int = 0
     sample_judge: int = 32
     start: str = "best"
-    weight_start: str = "nearest"
 
     def __post_init__(self) -> None:
-        if self.weight_start not in WEIGHT_STARTS:
-            raise ValueError(f"ReconConfig.weight_start must be one of {WEIGHT_STARTS}, got {self.weight_start!r}")
-        if self.weight_start == "gptq" and self.learn_rounding and self.rounding != "sign":
-            raise ValueError('ReconConfig.weight_start "gptq" starts SignRound: use rounding="sign"')
         if self.start not in STARTS:
             raise ValueError(f"ReconConfig.start must be one of {STARTS}, got {self.start!r}")
         if self.rounding not in ROUNDINGS:
@@ -368,15 +358,8 @@ def reconstruct_unit(
     def error(rows: torch.Tensor) -> float:
         return _error(unit, inputs, target, steps, rows, cfg.capture_batch, weights)
 
-    # 1. the start as it would be frozen: round to nearest (or GPTQ), the scales and table the unit came with
-    if cfg.weight_start == "gptq":
-        hessians = layer_hessians(unit.module, layers, inputs, fit, steps, weights, cfg.capture_batch)
-        for lay, hessian in zip(layers, hessians, strict=True):
-            if hessian is None:
-                lay.weight_quant.set_nearest(lay.weight)
-            else:
-                set_gptq_rounding(lay, hessian)
-    elif cfg.learn_rounding:
+    # 1. the start as it would be frozen: round to nearest, the scales and table the unit came with
+    if cfg.learn_rounding:
         for lay in layers:
             lay.weight_quant.set_nearest(lay.weight)
     parts = searched_partitions(model, quantizers) if search_groups else []
@@ -418,8 +401,7 @@ def _param_groups(
     """Adam parameter groups, and the SignRound offsets (signed gradient steps)."""
     groups, signed = [], []
     if cfg.learn_rounding:
-        keep = cfg.weight_start == "gptq"
-        rounding = [lay.weight_quant.enable_rounding(lay.weight, cfg.rounding, keep) for lay in layers]
+        rounding = [lay.weight_quant.enable_rounding(lay.weight, cfg.rounding) for lay in layers]
         if cfg.rounding == "sign":
             signed = rounding
         else:

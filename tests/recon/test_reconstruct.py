@@ -205,27 +205,3 @@ def test_the_model_judge_on_some_steps_is_their_share_of_the_whole_error():
     parts = [judge(torch.tensor([k])) for k in range(K)]
     assert sum(parts) == pytest.approx(whole, rel=1e-6)  # table changes compare only the steps that moved
     assert judge(torch.arange(K)) == pytest.approx(whole, rel=1e-6)
-
-
-def test_gptq_start_is_the_unit_start_and_signround_starts_from_it():
-    unet, calib, units = _calibrated(wbits=3)
-    unit = next(u for u in units if u.kind == "resnet")
-    layers = [m for m in unit.module.modules() if isinstance(m, adpdm.nn.layers.QuantLayer)]
-    plain = dataclasses.replace(CFG, iters=1, learn_rounding=False, learn_act_scales=False, holdout=0.0)
-    nearest = reconstruct_unit(unet, unit, 0, calib, plain, len(units), CPU)
-    gptq = reconstruct_unit(unet, unit, 0, calib, dataclasses.replace(plain, weight_start="gptq"), len(units), CPU)
-    # plain GPTQ (no learning): its codes differ from nearest somewhere and fit the rows better
-    assert gptq.fit_before < nearest.fit_before
-    assert any(
-        not torch.equal(lay.weight_quant.codes(lay.weight), quantize(lay.weight, lay.weight_quant.scale,
-                        lay.weight_quant.zero_point, lay.weight_quant.qmin, lay.weight_quant.qmax))
-        for lay in layers
-    )  # fmt: skip
-    decided = [lay.weight_quant.codes(lay.weight) for lay in layers]
-    for lay, codes in zip(layers, decided, strict=True):  # SignRound's offsets reproduce the decided codes
-        lay.weight_quant.enable_rounding(lay.weight, "sign", keep_decided=True)
-        assert torch.equal(lay.weight_quant.codes(lay.weight), codes)
-    with pytest.raises(ValueError, match="SignRound"):
-        ReconConfig(weight_start="gptq", rounding="adaround")
-    with pytest.raises(ValueError, match="weight_start"):
-        ReconConfig(weight_start="obq")
