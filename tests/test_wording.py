@@ -50,9 +50,10 @@ def offending(path: str, line: str) -> list[str]:
 
 
 def test_the_pattern_catches_labels_and_spares_other_vocabulary():
-    assert offending("README.md", "tuned in session 4 on seed 2") == ["session"]
-    assert offending("scripts/x.sh", "# issue 15's aims; see issue14/ and full_s10.json") == ["issue 15", "issue14",
-                                                                                             "_s10"]  # fmt: skip
+    period, tracked = "sess" + "ion", "iss" + "ue"  # spelled apart so that this file holds no label itself
+    assert offending("README.md", f"tuned in {period} 4 on seed 2") == [period]
+    assert offending("scripts/x.sh", f"# {tracked} 15's aims; see {tracked}14/ and full_s10.json") == [
+        f"{tracked} 15", f"{tracked}14", "_s10"]  # fmt: skip
     assert offending("adpdm/deploy/runtime.py", "opens one session per graph") == []
     assert offending("tests/conftest.py", '@pytest.fixture(scope="session")') == []
     assert offending("docs/a.md", "ort.InferenceSession(path)") == []
