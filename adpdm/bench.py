@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .analysis.cost import bits_label
 from .compare import CompareConfig, Run, compare_methods, row_preset
 from .eval.evaluate import EvalConfig, Evaluator
 from .eval.paired import summarize
@@ -282,8 +283,7 @@ def _effective_bits(rows: list[dict[str, Any]]) -> str:
     row = next((r for r in rows if r.get("wbits_eff") is not None), None)
     if row is None:
         return ""
-    fmt = lambda b: f"{b:.0f}" if abs(b - round(b)) < 0.05 else f"{b:.1f}"  # noqa: E731
-    return f"W{fmt(row['wbits_eff'])}A{fmt(row['abits_eff'])}"
+    return bits_label(row["wbits_eff"], row["abits_eff"])
 
 
 def _spread(s: dict[str, Any], metric: str, digits: int = 2) -> str:

@@ -61,9 +61,14 @@ class ModelCost:
         return asdict(self)
 
     def label(self) -> str:
-        """``W6A6.9`` style: the effective bits, one decimal where they are not whole."""
-        fmt = lambda b: f"{b:.0f}" if abs(b - round(b)) < 0.05 else f"{b:.1f}"  # noqa: E731
-        return f"W{fmt(self.wbits)}A{fmt(self.abits)}"
+        """``W6A6.9`` style (:func:`bits_label`)."""
+        return bits_label(self.wbits, self.abits)
+
+
+def bits_label(wbits: float, abits: float) -> str:
+    """``W6A6.9``: effective bits, one decimal where they are not whole."""
+    fmt = lambda b: f"{b:.0f}" if abs(b - round(b)) < 0.05 else f"{b:.1f}"  # noqa: E731
+    return f"W{fmt(wbits)}A{fmt(abits)}"
 
 
 def _layer_macs(module: nn.Module, out: torch.Tensor) -> int:
