@@ -115,6 +115,10 @@ class QuantConfig:
         num_steps: number K of sampling steps of the deployment schedule (e.g. DDIM 100).
         partition: "shared" (one step->group table for the whole network) or "per_layer".
         weight_symmetric: symmetric (signed) weight codes instead of asymmetric, default False.
+        weight_group_size: input channels per weight scale (grouped weights, e.g. 64); ``None``
+            (default) gives one scale per output channel. A group is B consecutive input channels
+            of one output channel at one kernel position (ONNX's blocked layout); presets
+            ``w4g64a8`` and the like.
         act_symmetric: symmetric activation codes, default False.
         weight_init: weight range initialisation, "lp" (p-norm search) or "minmax".
         act_init: activation range initialisation, "lp" or "minmax".
@@ -147,6 +151,7 @@ class QuantConfig:
     num_steps: int = 100
     partition: str | None = None
     weight_symmetric: bool = False
+    weight_group_size: int | None = None
     act_symmetric: bool = False
     weight_init: str | None = None
     act_init: str | None = None
@@ -168,6 +173,10 @@ class QuantConfig:
         _check_range("num_steps", self.num_steps, 1, 100_000)
         if self.groups is not None:
             _check_range("groups", self.groups, 1, self.num_steps)
+        if self.weight_group_size is not None:
+            _check_range("weight_group_size", self.weight_group_size, 4, 1 << 16)
+            if not isinstance(self.weight_group_size, int):
+                raise ValueError(f"QuantConfig.weight_group_size must be an int, got {self.weight_group_size!r}")
         _check_choice("partition", self.partition, (None, "shared", "per_layer"))
         _check_choice("weight_init", self.weight_init, (None, "lp", "minmax"))
         _check_choice("act_init", self.act_init, (None, "lp", "minmax"))
@@ -238,6 +247,11 @@ class QuantConfig:
         "w4a8": {"wbits": 4, "abits": 8},
         "w4a6": {"wbits": 4, "abits": 6},
         "w4a16": {"wbits": 4, "abits": 16},
+        # grouped weight scales: one scale per 32 / 64 / 128 input channels (weight_group_size)
+        "w4g32a8": {"wbits": 4, "abits": 8, "weight_group_size": 32},
+        "w4g64a8": {"wbits": 4, "abits": 8, "weight_group_size": 64},
+        "w4g128a8": {"wbits": 4, "abits": 8, "weight_group_size": 128},
+        "w4g64a6": {"wbits": 4, "abits": 6, "weight_group_size": 64},
     }
     STRICT_SUFFIX = "-strict"
 
@@ -248,8 +262,9 @@ class QuantConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> QuantConfig:
-        """A named preset (``w8a8``, ``w8a6``, ``w6a6``, ``w4a8``, ``w4a6``, ``w4a16``) with optional
-        field overrides. The first and last layer stay at 8 bits (the field's protocol); the
+        """A named preset (``w8a8``, ``w8a6``, ``w6a6``, ``w4a8``, ``w4a6``, ``w4a16``; grouped weight
+        scales ``w4g32a8``, ``w4g64a8``, ``w4g128a8``, ``w4g64a6``) with optional field overrides.
+        The first and last layer stay at 8 bits (the field's protocol); the
         ``-strict`` variants (``w4a8-strict``) quantize them to the preset's bits too."""
         key = name.lower()
         strict = key.endswith(cls.STRICT_SUFFIX)

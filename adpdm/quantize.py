@@ -76,7 +76,7 @@ class _Factory:
 
     def weight(self, bits: int) -> WeightQuantizer:
         cfg = self.cfg
-        return WeightQuantizer(bits, cfg.weight_symmetric, cfg.weight_init, cfg.lp_norm)
+        return WeightQuantizer(bits, cfg.weight_symmetric, cfg.weight_init, cfg.lp_norm, cfg.weight_group_size)
 
 
 def quantize_model(model: nn.Module, cfg: QuantConfig) -> nn.Module:

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..state import QuantState
-from ..tensor.fake_quant import dequantize
 from .act_quant import ActQuantizer, SplitActQuantizer
 from .weight_quant import WeightQuantizer
 
@@ -58,14 +57,13 @@ class QuantLayer:
     @torch.no_grad()
     def refresh_weight(self) -> None:
         """Recompute the dequantized weight from the codes (after freezing or loading)."""
-        wq = self.weight_quant
-        self.weight = dequantize(self.weight_codes, wq.scale, wq.zero_point)
+        self.weight = self.weight_quant.dequantize(self.weight_codes)
 
     def prepare_frozen(self, weight_shape: torch.Size) -> None:
         """Allocate the frozen buffers with the right shapes, ready for ``load_state_dict``."""
         wq = self.weight_quant
-        channel_shape = (weight_shape[0],) + (1,) * (len(weight_shape) - 1)
-        wq.scale, wq.zero_point = torch.ones(channel_shape), torch.zeros(channel_shape)
+        shape = wq.qparam_shape(weight_shape)
+        wq.scale, wq.zero_point = torch.ones(shape), torch.zeros(shape)
         dtype = torch.int8 if wq.symmetric else torch.uint8
         self._set_frozen(torch.zeros(weight_shape, dtype=dtype))
 

@@ -1,4 +1,5 @@
-"""Per-output-channel weight quantizer with nearest or learned (AdaRound / SignRound) rounding."""
+"""Weight quantizer (per output channel, or per group of input channels) with nearest or learned
+(AdaRound / SignRound) rounding."""
 
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ from ..tensor.fake_quant import (
     qrange,
     quantize,
 )
+from ..tensor.grouping import block_rows, expand_blocks
 
 ROUNDINGS = ("adaround", "sign")
 HARD_LOGIT = 10.0  # |V| with h(V) exactly 0 or 1: a decided AdaRound variable (h(10) = clamp(1.0999) = 1)
 
 
 class WeightQuantizer(nn.Module):
-    """Asymmetric (or symmetric) per-output-channel quantizer of a weight tensor.
+    """Asymmetric (or symmetric) quantizer of a weight tensor, per output channel or per group.
+
+    With ``group_size`` B, each scale and zero point covers B consecutive input channels (axis 1)
+    of one output channel at one kernel position: a Conv2d weight (O, I, kh, kw) has qparams of
+    shape (O, ceil(I / B), kh, kw), a Linear (O, I) of shape (O, ceil(I / B)); one pair per B
+    weights, the layout of ONNX's blocked ``DequantizeLinear`` (``axis=1, block_size=B``).
+    :meth:`qparams` expands them to the weight's shape.
 
     ``rounding`` holds the learned rounding variables, read by ``rounding_mode``: AdaRound logits V
     (soft codes while reconstructing, ``V >= 0`` otherwise) or SignRound offsets v (always hard:
@@ -34,11 +42,18 @@ class WeightQuantizer(nn.Module):
         symmetric: signed codes with zero point 0.
         init: range initialisation, "lp" (Lp search over shrink factors) or "minmax".
         lp_norm: p of the Lp search (default 2.4).
+        group_size: input channels per scale (None: one scale per output channel).
     """
 
-    def __init__(self, bits: int, symmetric: bool = False, init: str = "lp", lp_norm: float = 2.4) -> None:
+    def __init__(
+        self, bits: int, symmetric: bool = False, init: str = "lp", lp_norm: float = 2.4, group_size: int | None = None
+    ) -> None:
         super().__init__()
+        bad = isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
+        if group_size is not None and bad:
+            raise ValueError(f"group_size must be a positive int or None, got {group_size!r}")
         self.bits, self.symmetric, self.init, self.lp_norm = bits, symmetric, init, lp_norm
+        self.group_size = group_size
         self.qmin, self.qmax = qrange(bits, symmetric)
         self.register_buffer("scale", torch.empty(0))
         self.register_buffer("zero_point", torch.empty(0))
@@ -50,15 +65,37 @@ class WeightQuantizer(nn.Module):
     def initialized(self) -> bool:
         return self.scale.numel() > 0
 
+    def qparam_shape(self, weight_shape: torch.Size | tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the stored scale and zero point for a weight of ``weight_shape``."""
+        if self.group_size is None:
+            return (weight_shape[0],) + (1,) * (len(weight_shape) - 1)
+        blocks = -(-weight_shape[1] // self.group_size)
+        return (weight_shape[0], blocks, *weight_shape[2:])
+
+    def qparams(self, in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and zero point broadcastable against a weight of ``in_channels`` input channels
+        (groups expanded along axis 1)."""
+        if self.group_size is None:
+            return self.scale, self.zero_point
+        b = self.group_size
+        return expand_blocks(self.scale, b, in_channels), expand_blocks(self.zero_point, b, in_channels)
+
     @torch.no_grad()
     def init_range(self, w: torch.Tensor) -> None:
-        """Per-channel scale and zero point for weight ``w`` (channel axis 0)."""
+        """Scale and zero point for weight ``w``: per output channel (axis 0) or per group."""
+        rows = w if self.group_size is None else block_rows(w, self.group_size)
         if self.init == "minmax":
-            xmin, xmax = minmax_range(w, channel_axis=0)
+            xmin, xmax = minmax_range(rows, channel_axis=0)
             scale, zero = qparams_from_range(xmin, xmax, self.bits, self.symmetric)
         else:
-            scale, zero = lp_search_qparams(w, self.bits, self.symmetric, channel_axis=0, p=self.lp_norm)
-        self.scale, self.zero_point = scale, zero
+            scale, zero = lp_search_qparams(rows, self.bits, self.symmetric, channel_axis=0, p=self.lp_norm)
+        shape = self.qparam_shape(w.shape)
+        self.scale, self.zero_point = scale.reshape(shape), zero.reshape(shape)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Real values of integer weight ``codes``."""
+        scale, zero = self.qparams(codes.shape[1])
+        return dequantize(codes, scale, zero)
 
     def enable_adaround(self, w: torch.Tensor) -> nn.Parameter:
         """Start learned rounding from the fractional part of ``w / scale``; returns V."""
@@ -70,7 +107,7 @@ class WeightQuantizer(nn.Module):
         if mode not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {mode!r}")
         w = w.detach()
-        init = adaround.init_logits(w, self.scale) if mode == "adaround" else torch.zeros_like(w)
+        init = adaround.init_logits(w, self.qparams(w.shape[1])[0]) if mode == "adaround" else torch.zeros_like(w)
         self.rounding = nn.Parameter(init)
         self.rounding_mode = mode
         return self.rounding
@@ -89,7 +126,7 @@ class WeightQuantizer(nn.Module):
     @torch.no_grad()
     def set_nearest(self, w: torch.Tensor) -> None:
         """Decided rounding equal to round-to-nearest (the codes of ``quantize``, ties to even)."""
-        x = w / self.scale
+        x = w / self.qparams(w.shape[1])[0]
         self.set_rounding_up(w, torch.round(x) > torch.floor(x))
 
     @torch.no_grad()
@@ -100,7 +137,7 @@ class WeightQuantizer(nn.Module):
 
     def _round_up(self, w: torch.Tensor) -> torch.Tensor:
         if self.rounding_mode == "sign":
-            x = w / self.scale
+            x = w / self.qparams(w.shape[1])[0]
             return torch.round(x + self.rounding) > torch.floor(x)
         return self.rounding >= 0
 
@@ -117,25 +154,27 @@ class WeightQuantizer(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Fake-quantized weight: soft AdaRound while reconstructing, hard rounding otherwise."""
+        scale, zero = self.qparams(w.shape[1])
         if self.rounding is None:
-            return fake_quantize(w, self.scale, self.zero_point, self.qmin, self.qmax)
+            return fake_quantize(w, scale, zero, self.qmin, self.qmax)
         if self.rounding_mode == "sign":
-            return signround.fake_quantize(w.detach(), self.scale, self.zero_point, self.rounding, self.qmin, self.qmax)
+            return signround.fake_quantize(w.detach(), scale, zero, self.rounding, self.qmin, self.qmax)
         if self.state == QuantState.RECONSTRUCTING:
-            w_floor = torch.floor(w.detach() / self.scale)
-            codes = adaround.soft_codes(w_floor, self.rounding, self.zero_point, self.qmin, self.qmax)
-            return (codes - self.zero_point) * self.scale
-        return dequantize(self.codes(w), self.scale, self.zero_point)
+            w_floor = torch.floor(w.detach() / scale)
+            codes = adaround.soft_codes(w_floor, self.rounding, zero, self.qmin, self.qmax)
+            return (codes - zero) * scale
+        return dequantize(self.codes(w), scale, zero)
 
     @torch.no_grad()
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """Integer codes of ``w`` (a float tensor of integers in [qmin, qmax])."""
+        scale, zero = self.qparams(w.shape[1])
         if self.rounding is None:
-            return quantize(w, self.scale, self.zero_point, self.qmin, self.qmax)
+            return quantize(w, scale, zero, self.qmin, self.qmax)
         if self.rounding_mode == "sign":
-            return signround.codes(w, self.scale, self.zero_point, self.rounding, self.qmin, self.qmax)
-        w_floor = torch.floor(w / self.scale)
-        return adaround.hard_codes(w_floor, self.rounding, self.zero_point, self.qmin, self.qmax)
+            return signround.codes(w, scale, zero, self.rounding, self.qmin, self.qmax)
+        w_floor = torch.floor(w / scale)
+        return adaround.hard_codes(w_floor, self.rounding, zero, self.qmin, self.qmax)
 
     def regularizer(self, beta: float) -> torch.Tensor:
         """AdaRound rounding regulariser (0 when no learned AdaRound rounding is active)."""
@@ -144,4 +183,5 @@ class WeightQuantizer(nn.Module):
         return adaround.rounding_regularizer(self.rounding, beta)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, symmetric={self.symmetric}, per_channel=True"
+        granularity = "per_channel=True" if self.group_size is None else f"group_size={self.group_size}"
+        return f"bits={self.bits}, symmetric={self.symmetric}, {granularity}"
