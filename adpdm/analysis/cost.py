@@ -26,13 +26,23 @@ UNQUANTIZED_INPUT_BITS = 16
 
 @dataclass
 class LayerCost:
-    """One Conv2d / Linear: its multiply-accumulates per sample and bit widths."""
+    """One Conv2d / Linear: its multiply-accumulates per sample and bit widths.
+
+    ``qparams``: its weight's scale and zero-point pairs (one per output channel, or one per group
+    of input channels with grouped weight scales; 0 for an FP layer).
+    """
 
     name: str
     macs: int
     params: int
     wbits: int
     abits: int
+    qparams: int = 0
+
+    @property
+    def weight_bytes(self) -> float:
+        """Codes at ``wbits`` plus an fp32 scale and a ``wbits`` zero point per pair, as deployed."""
+        return (self.params * self.wbits + self.qparams * (FP_BITS + self.wbits)) / 8
 
     @property
     def bops(self) -> int:
@@ -48,7 +58,8 @@ class ModelCost:
         bops: bit-operations, ``sum M w a``.
         wbits: effective weight bits (MAC-weighted mean).
         abits: effective activation bits (MAC-weighted mean).
-        weight_bytes: bytes of the layers' weights at their bit widths (scales not counted).
+        weight_bytes: bytes of the layers' weights at their bit widths, with their scales and zero
+            points (what grouped weight scales cost).
     """
 
     macs: int
@@ -77,6 +88,13 @@ def _layer_macs(module: nn.Module, out: torch.Tensor) -> int:
         kh, kw = module.kernel_size
         return per_sample * (module.in_channels // module.groups) * kh * kw
     return per_sample * module.in_features
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 @torch.no_grad()
@@ -118,7 +136,9 @@ def layer_costs(model: nn.Module, macs: dict[str, int]) -> list[LayerCost]:
     for name, module in model.named_modules():
         if name in macs:
             wbits, abits = layer_bits(module)
-            costs.append(LayerCost(name, macs[name], module.weight.numel(), wbits, abits))
+            wq = getattr(module, "weight_quant", None)
+            pairs = 0 if wq is None else _numel(wq.qparam_shape(module.weight.shape))
+            costs.append(LayerCost(name, macs[name], module.weight.numel(), wbits, abits, pairs))
     return costs
 
 
@@ -132,7 +152,7 @@ def model_cost(layers: list[LayerCost]) -> ModelCost:
         bops=sum(c.bops for c in layers),
         wbits=sum(c.macs * c.wbits for c in layers) / total,
         abits=sum(c.macs * c.abits for c in layers) / total,
-        weight_bytes=sum(c.params * c.wbits for c in layers) / 8,
+        weight_bytes=sum(c.weight_bytes for c in layers),
     )
 
 

@@ -3,8 +3,9 @@
 ``torch.onnx.export`` (TorchScript exporter) turns ``torch.fake_quantize_per_tensor_affine``
 into a QuantizeLinear / DequantizeLinear pair. Inside :func:`export_mode` every activation
 quantizer uses the static scale and zero point of one fixed configuration (one group per
-quantizer), and every quantized layer's weight is the per-channel int8 tensor of
-:func:`int8_weight` in float; :mod:`adpdm.deploy.graph` then stores those weights as int8.
+quantizer), and every quantized layer's weight is the integer tensor of :func:`int8_weight`
+(per channel, or per block of input channels for grouped weight scales) in float;
+:mod:`adpdm.deploy.graph` then stores those weights as 8-bit or 4-bit integers.
 :func:`float_mode` bypasses every quantizer (the fp32 baseline of the same network).
 """
 
@@ -20,8 +21,10 @@ from torch import nn
 from ..nn.act_quant import ActQuantizer
 from ..nn.layers import QuantLayer
 from ..quantize import act_quantizers, quant_layers
+from ..tensor.grouping import expand_blocks
 
-WEIGHT_FORMATS = ("auto", "uint8", "int8", "int8r")
+WEIGHT_FORMATS = ("auto", "uint8", "int8", "int8r", "uint4")
+UNSIGNED_FORMATS = ("uint8", "uint4")  # the formats of grouped weight scales (blocked DequantizeLinear)
 # Largest |code| of a signed format. "int8r" (reduced range) keeps u8 x s8 pair sums inside
 # int16: CPUs without VNNI multiply with vpmaddubsw, which saturates beyond 255 * 64 * 2.
 _SIGNED_MAX = {"int8": 127, "int8r": 64}
@@ -29,22 +32,31 @@ _SIGNED_MAX = {"int8": 127, "int8r": 64}
 
 @dataclass
 class Int8Weight:
-    """A weight as 8-bit per-output-channel codes: ``w = (codes - zero) * scale``.
+    """A weight as integer codes: ``w = (codes - zero) * scale``, per output channel or per block.
 
     Args:
         codes: uint8 or int8 tensor, the weight's shape.
-        scale: (out_channels,) float32.
-        zero: (out_channels,) zero points, same dtype as ``codes``.
+        scale: (out_channels,) float32; with ``block_size``, (O, ceil(I / B), *kernel).
+        zero: zero points, the shape of ``scale`` and the dtype of ``codes``.
         exact: True when the codes give the frozen weight exactly.
+        block_size: B input channels per scale (grouped weight scales), None per channel.
+        storage_bits: 8, or 4 for codes and zero points stored as 4-bit integers (ONNX uint4).
     """
 
     codes: torch.Tensor
     scale: torch.Tensor
     zero: torch.Tensor
     exact: bool
+    block_size: int | None = None
+    storage_bits: int = 8
 
     def dequantize(self) -> torch.Tensor:
         """The float weight these codes represent."""
+        if self.block_size is not None:
+            n = self.codes.shape[1]
+            scale = expand_blocks(self.scale, self.block_size, n)
+            zero = expand_blocks(self.zero.to(torch.float32), self.block_size, n)
+            return (self.codes.to(torch.float32) - zero) * scale
         shape = (-1,) + (1,) * (self.codes.dim() - 1)
         return (self.codes.to(torch.float32) - self.zero.to(torch.float32).reshape(shape)) * self.scale.reshape(shape)
 
@@ -63,32 +75,45 @@ def _signed_codes(layer: QuantLayer, limit: int) -> Int8Weight:
 
 
 def int8_weight(layer: QuantLayer, weight_format: str = "uint8") -> Int8Weight:
-    """8-bit per-channel codes of a frozen layer's weight, in ``weight_format``.
+    """Integer codes of a frozen layer's weight, in ``weight_format``.
 
-    ``"uint8"`` keeps the checkpoint's asymmetric codes and per-channel zero points exactly
-    (W4 codes are a subset of uint8). ``"int8"`` / ``"int8r"`` make them symmetric with zero
-    point 0: the integer ``d = c - z`` is kept exactly when it fits [-127, 127] (int8) or
-    [-64, 64] (int8r; every W4 weight fits); otherwise that channel is re-rounded onto the
-    format's levels with scale ``s * max|d| / limit``. ``"auto"`` is ``"int8r"`` when every
-    layer fits exactly and ``"uint8"`` otherwise (see :func:`resolve_format`).
+    ``"uint8"`` keeps the checkpoint's asymmetric codes and zero points exactly (W4 codes are a
+    subset of uint8); ``"uint4"`` does too, and stores the layers of 4 bits or fewer as 4-bit
+    integers (others as uint8). ``"int8"`` / ``"int8r"`` make them symmetric with zero point 0:
+    the integer ``d = c - z`` is kept exactly when it fits [-127, 127] (int8) or [-64, 64]
+    (int8r; every W4 weight fits); otherwise that channel is re-rounded onto the format's levels
+    with scale ``s * max|d| / limit``. ``"auto"`` is ``"uint4"`` for grouped weight scales,
+    else ``"int8r"`` when every layer fits exactly and ``"uint8"`` otherwise
+    (:func:`resolve_format`). Grouped weight scales export in the unsigned formats only.
     """
     if weight_format not in WEIGHT_FORMATS or weight_format == "auto":
         raise ValueError(f"weight_format must be one of {WEIGHT_FORMATS[1:]}, got {weight_format!r}")
+    wq = layer.weight_quant
+    if wq.group_size is not None and weight_format not in UNSIGNED_FORMATS:
+        raise ValueError(
+            f"grouped weight scales export as {' or '.join(UNSIGNED_FORMATS)} (blocked DequantizeLinear), "
+            f"not {weight_format!r}"
+        )
     if weight_format in _SIGNED_MAX:
         return _signed_codes(layer, _SIGNED_MAX[weight_format])
-    wq = layer.weight_quant
-    scale = wq.scale.flatten().to(torch.float32).cpu()
-    zero = wq.zero_point.flatten().cpu()
+    storage_bits = 4 if weight_format == "uint4" and wq.bits <= 4 else 8
+    scale, zero = wq.scale.to(torch.float32).cpu(), wq.zero_point.cpu()
+    if wq.group_size is None:
+        scale, zero = scale.flatten(), zero.flatten()
     codes = layer.weight_codes.cpu()
-    if wq.qmin < 0:  # symmetric checkpoint codes: shift into uint8
-        codes, zero = codes.to(torch.int16) + 128, zero + 128
-    return Int8Weight(codes.to(torch.uint8), scale, zero.round().to(torch.uint8), True)
+    if wq.qmin < 0:  # symmetric checkpoint codes: shift into the unsigned range
+        shift = 2 ** (storage_bits - 1)
+        codes, zero = codes.to(torch.int16) + shift, zero + shift
+    return Int8Weight(codes.to(torch.uint8), scale, zero.round().to(torch.uint8), True, wq.group_size, storage_bits)
 
 
 def resolve_format(model: nn.Module, weight_format: str) -> str:
-    """``"auto"`` -> ``"int8r"`` if every layer's weight fits it exactly, else ``"uint8"``."""
+    """``"auto"`` -> ``"uint4"`` with grouped weight scales, else ``"int8r"`` if every layer's weight
+    fits it exactly, else ``"uint8"``."""
     if weight_format != "auto":
         return weight_format
+    if any(layer.weight_quant.group_size is not None for _, layer in quant_layers(model)):
+        return "uint4"
     exact = all(_signed_codes(layer, _SIGNED_MAX["int8r"]).exact for _, layer in quant_layers(model))
     return "int8r" if exact else "uint8"
 

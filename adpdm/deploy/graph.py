@@ -12,10 +12,12 @@ constants, shape arithmetic on static dimensions, long names.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from .export_mode import Int8Weight
@@ -59,27 +61,97 @@ def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
-def _weight_layout(node: onnx.NodeProto, value: np.ndarray, w: Int8Weight) -> tuple[np.ndarray, int]:
-    """The int8 codes laid out like the exported constant, and the channel axis in that layout."""
-    codes = w.codes.numpy()
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        codes, axis = (codes, 0) if trans_b else (codes.T, 1)
-    elif node.op_type == "MatMul":
-        codes, axis = codes.T, 1
+@dataclass
+class _Layout:
+    """A weight's codes, scale and zero point laid out like the exported constant."""
+
+    codes: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray
+    axis: int  # the channel axis (per channel) or the block axis (blocked)
+
+
+def _weight_layout(node: onnx.NodeProto, value: np.ndarray, w: Int8Weight) -> _Layout:
+    """The integer codes laid out like the exported constant, with their scale and zero point.
+
+    Gemm with ``transB=0`` and MatMul hold the transposed weight (I, O): per-channel qparams sit on
+    axis 1 there, blocked ones (on the input axis) on axis 0.
+    """
+    codes, scale, zero = w.codes.numpy(), w.scale.numpy().astype(np.float32), w.zero.numpy()
+    transposed = node.op_type == "MatMul" or (
+        node.op_type == "Gemm" and not next((a.i for a in node.attribute if a.name == "transB"), 0)
+    )
+    if transposed:
+        codes = codes.T
+        if w.block_size is not None:
+            scale, zero = scale.T, zero.T
+    blocked = w.block_size is not None
+    axis = (0 if transposed else 1) if blocked else (1 if transposed else 0)
+    if blocked:
+        s_full = np.repeat(scale, w.block_size, axis=axis).take(range(codes.shape[axis]), axis=axis)
+        z_full = np.repeat(zero.astype(np.float32), w.block_size, axis=axis).take(range(codes.shape[axis]), axis=axis)
     else:
-        axis = 0
-    shape = [1] * codes.ndim
-    shape[axis] = -1
-    zero = w.zero.numpy().astype(np.float32).reshape(shape)
-    expected = (codes.astype(np.float32) - zero) * w.scale.numpy().reshape(shape)
+        shape = [1] * codes.ndim
+        shape[axis] = -1
+        s_full, z_full = scale.reshape(shape), zero.astype(np.float32).reshape(shape)
+    expected = (codes.astype(np.float32) - z_full) * s_full
     if value.shape != expected.shape or not np.allclose(value, expected, rtol=1e-5, atol=1e-7):
-        raise ValueError(f"exported weight of {node.name} does not match the frozen layer's int8 weight")
-    return np.ascontiguousarray(codes), axis
+        raise ValueError(f"exported weight of {node.name} does not match the frozen layer's integer weight")
+    return _Layout(np.ascontiguousarray(codes), np.ascontiguousarray(scale), np.ascontiguousarray(zero), axis)
+
+
+def _int_tensor(values: np.ndarray, name: str, bits: int) -> onnx.TensorProto:
+    """An integer initializer; 4 bits: ONNX uint4 (two codes per byte)."""
+    if bits == 4:
+        values = values.astype(ml_dtypes.uint4)
+    return numpy_helper.from_array(values, name)
+
+
+def needs_opset(model: onnx.ModelProto) -> int:
+    """The lowest opset that runs the weight nodes of ``model``: 21 for blocked or 4-bit
+    ``DequantizeLinear``, else 13."""
+    four_bit = {t.name for t in model.graph.initializer if t.data_type in _FOUR_BIT}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear":
+            if any(a.name == "block_size" for a in node.attribute) or node.input[0] in four_bit:
+                return 21
+    return 13
+
+
+_FOUR_BIT = (onnx.TensorProto.UINT4, onnx.TensorProto.INT4)
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    """The default-domain opset ``model`` imports."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` converted to ``opset`` (ONNX's version converter): the exporter writes opset 17, and
+    blocked or 4-bit ``DequantizeLinear`` needs 21."""
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.name.endswith(".weight_dq")]
+    # the converter knows no block_size before 21: convert without it, then put it back
+    blocks = {}
+    for node in weight_dq:
+        for a in list(node.attribute):
+            if a.name == "block_size":
+                blocks[node.name] = a.i
+                node.attribute.remove(a)
+    converted = version_converter.convert_version(model, opset)
+    del converted.graph.value_info[:]  # the converter's shape inference: bytes the runtime does not need
+    for node in converted.graph.node:
+        if node.name in blocks:
+            node.attribute.append(helper.make_attribute("block_size", blocks[node.name]))
+    return converted
 
 
 def store_int8_weights(model: onnx.ModelProto, weights: dict[str, Int8Weight], prefix: str) -> int:
-    """Replace each quantized layer's float weight (and bias) by integer initializers; returns the count."""
+    """Replace each quantized layer's float weight (and bias) by integer initializers; returns the count.
+
+    Per-channel weights get an ``axis`` DequantizeLinear and, where the layer's input comes from a
+    DequantizeLinear, an int32 bias; grouped weights a blocked one (``block_size``, opset 21),
+    their bias stays float. Weights of ``storage_bits`` 4 are stored as uint4.
+    """
     values = constant_values(model)
     producers = _producers(model)
     graph = model.graph
@@ -91,22 +163,23 @@ def store_int8_weights(model: onnx.ModelProto, weights: dict[str, Int8Weight], p
             new_nodes.append(node)
             continue
         w = weights[name]
-        codes, axis = _weight_layout(node, values[node.input[1]], w)
-        scale = w.scale.numpy().astype(np.float32)
+        lay = _weight_layout(node, values[node.input[1]], w)
         graph.initializer.extend([
-            numpy_helper.from_array(codes, f"{name}.weight_q"),
-            numpy_helper.from_array(scale, f"{name}.weight_scale"),
-            numpy_helper.from_array(w.zero.numpy(), f"{name}.weight_zero"),
+            _int_tensor(lay.codes, f"{name}.weight_q", w.storage_bits),
+            numpy_helper.from_array(lay.scale, f"{name}.weight_scale"),
+            _int_tensor(lay.zero, f"{name}.weight_zero", w.storage_bits),
         ])  # fmt: skip
+        block = {} if w.block_size is None else {"block_size": w.block_size}
         new_nodes.append(helper.make_node(
             "DequantizeLinear", [f"{name}.weight_q", f"{name}.weight_scale", f"{name}.weight_zero"],
-            [f"{name}.weight_dq"], name=f"{name}.weight_dq", axis=axis,
+            [f"{name}.weight_dq"], name=f"{name}.weight_dq", axis=lay.axis, **block,
         ))  # fmt: skip
         node.input[1] = f"{name}.weight_dq"
         x_dq = producers.get(node.input[0])
-        if len(node.input) > 2 and node.input[2] in values and x_dq is not None and x_dq.op_type == "DequantizeLinear":
+        per_channel_dq = w.block_size is None and x_dq is not None and x_dq.op_type == "DequantizeLinear"
+        if len(node.input) > 2 and node.input[2] in values and per_channel_dq:
             s_x = float(values[x_dq.input[1]])
-            bias_scale = (scale * s_x).astype(np.float32)
+            bias_scale = (lay.scale * s_x).astype(np.float32)
             bias = np.round(values[node.input[2]] / bias_scale).astype(np.int32)
             graph.initializer.extend([
                 numpy_helper.from_array(bias, f"{name}.bias_q"),

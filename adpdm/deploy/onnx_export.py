@@ -31,7 +31,7 @@ from ..quantize import get_config, quant_layers
 from .calibrate import CalibrationSpec, OutputQParams, record_output_ranges
 from .export_mode import configurations, export_mode, float_mode, int8_weight, resolve_format
 from .external import save_shared
-from .graph import slim, store_int8_weights
+from .graph import needs_opset, opset_of, slim, store_int8_weights, upgrade_opset
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,10 @@ def export_onnx(
         stored = store_int8_weights(model, weights, PREFIX)
         if stored != len(weights):
             raise RuntimeError(f"only {stored} of {len(weights)} quantized layers were found in the exported graph")
-        models.append(slim(model))
+        model = slim(model)  # before any upgrade: slim's shape passes fold the exporter's opset best
+        if needs_opset(model) > OPSET:  # blocked or 4-bit DequantizeLinear
+            model = upgrade_opset(model, needs_opset(model))
+        models.append(model)
         logger.info("graph %d/%d: %d nodes", g + 1, len(configs), len(model.graph.node))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,13 +178,14 @@ def export_onnx(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "opset": OPSET,
+        "opset": opset_of(models[0]),
         "graphs": graphs,
         "step_to_graph": step_to_graph,
         "weights": WEIGHTS,
         "inputs": [i.name for i in models[0].graph.input],
         "sample_shape": list(export_input_shape(unet)),
         "weight_format": weight_format,
+        "weight_group_size": cfg.weight_group_size,
         "wbits": cfg.wbits,
         "abits": cfg.abits,
         "protocol": cfg.protocol,

@@ -35,6 +35,8 @@ def test_effective_bits_are_mac_weighted_means() -> None:
     assert cost.bops == 900 * 36 + 100 * 48 and cost.weight_bytes == 20 * 6 / 8
     assert cost.label() == "W6A6.2"
     assert model_cost([LayerCost("a", 10, 1, 8, 8)]).label() == "W8A8"
+    # grouped weight scales: an fp32 scale and a 4-bit zero point per group of 64 weights
+    assert model_cost([LayerCost("g", 10, 128, 4, 8, qparams=2)]).weight_bytes == (128 * 4 + 2 * 36) / 8
     with pytest.raises(ValueError, match="no multiply-accumulates"):
         model_cost([])
 
@@ -52,3 +54,13 @@ def test_a_layer_pattern_raises_the_effective_bits_by_its_share_of_the_macs() ->
     assert base.abits == pytest.approx(6 + 2 * first_last) and base.wbits == pytest.approx(6 + 2 * first_last)
     assert more.abits == pytest.approx(base.abits + 2 * share) and more.wbits == base.wbits
     assert more.bops > base.bops and more.label() != "W6A6"
+
+
+def test_grouped_weight_scales_cost_bytes_not_bits() -> None:
+    x, t = torch.randn(1, 1, 16, 16), torch.tensor([10])
+    fp = tiny_unet()
+    macs = count_macs(fp, lambda: fp(x, t))
+    costs = {p: model_cost(layer_costs(quantize_model(tiny_unet(), QuantConfig.preset(p, num_steps=4)), macs))
+             for p in ("w4a8", "w4g32a8")}  # fmt: skip
+    assert costs["w4g32a8"].label() == costs["w4a8"].label() and costs["w4g32a8"].bops == costs["w4a8"].bops
+    assert costs["w4a8"].weight_bytes < costs["w4g32a8"].weight_bytes < 2 * costs["w4a8"].weight_bytes

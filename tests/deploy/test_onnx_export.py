@@ -233,3 +233,36 @@ def test_slim_keeps_the_function_and_the_dynamic_batch(w8_groups):
         )
         assert a.shape == (batch, 1, 16, 16)
         np.testing.assert_array_equal(a, b)
+
+
+def _weight_nodes(model):
+    inits = {t.name: t for t in model.graph.initializer}
+    return [(n, inits[n.input[0]]) for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and len(inits[n.input[0]].dims) >= 2]  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", ["w4a8", "w4g32a8"])
+def test_four_bit_weights_are_stored_as_four_bits(tmp_path, preset):
+    """``uint4``: the 4-bit layers' codes and zero points as ONNX uint4 (the 8-bit first and last layer
+    stay uint8), opset 21; grouped scales (auto -> uint4) as blocked DequantizeLinear; same function."""
+    unet = frozen_unet(preset, groups=2)
+    grouped = preset != "w4a8"
+    export_onnx(unet, tmp_path / "u8", weight_format="uint8")
+    export_onnx(unet, tmp_path / "u4", weight_format="auto" if grouped else "uint4")
+    meta = json.loads((tmp_path / "u4" / "deploy.json").read_text())
+    assert (meta["weight_format"], meta["opset"], meta["weight_group_size"]) == ("uint4", 21, 32 if grouped else None)
+    nodes = _weight_nodes(onnx.load(str(tmp_path / "u4" / "graph_0.onnx")))
+    four = [n for n, t in nodes if t.data_type == onnx.TensorProto.UINT4]
+    assert len(four) == len(nodes) - 2  # conv_in and conv_out keep 8 bits
+    blocks = {a.i for n, _ in nodes for a in n.attribute if a.name == "block_size"}
+    assert blocks == ({32} if grouped else set())
+    size = lambda d: (d / "weights.bin").stat().st_size  # noqa: E731
+    assert size(tmp_path / "u4") < 0.7 * size(tmp_path / "u8")
+    for folder in ("u8", "u4"):
+        cos, _ = _cosines(unet, OnnxDenoiser(tmp_path / folder))
+        assert min(cos) > 0.99, (folder, cos)
+
+
+def test_grouped_weights_refuse_signed_formats(tmp_path):
+    with pytest.raises(ValueError, match="grouped weight scales export as uint8 or uint4"):
+        export_onnx(frozen_unet("w4g32a8", groups=1), tmp_path, weight_format="int8r")
