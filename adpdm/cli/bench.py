@@ -16,6 +16,7 @@ from typing import Any
 
 from ..bench import ABLATIONS, BenchConfig, run_benchmark
 from ..config import parse_layer_bits
+from ..recon.reconstruct import BUDGETS
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--draws", type=int, help="calibration draws: seeds 1..N (default 4, quick 1)")
     parser.add_argument("--draw-seeds", help="comma-separated calibration seeds instead of 1..N")
     parser.add_argument("--steps", type=int, help="DDIM steps K (default 20, quick 10)")
+    parser.add_argument("--budget", choices=list(BUDGETS),
+                        help="reconstruction budget: fast (50 iterations per block, the default here), default "
+                        "(200), thorough (1000)")  # fmt: skip
     parser.add_argument("--iters", type=int, help="reconstruction iterations per block (default 50, quick 10)")
     parser.add_argument("--seed", type=int, help="evaluation noise seed (default 0; tune settings on another)")
     parser.add_argument("--recon", metavar="JSON", help="ReconConfig overrides, e.g. '{\"lr_rounding\": 1e-3}'")
@@ -96,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if args.methods and any(m in ABLATIONS for m in cfg.methods):
         # an ablation named on the command line runs on every model and preset of the run
         cfg.ablation_models, cfg.ablation_presets = cfg.models, cfg.presets
+    if args.budget is not None and args.iters is not None:
+        raise ValueError("give --budget or --iters, not both")
+    if args.budget is not None:
+        cfg.recon = dataclasses.replace(cfg.recon, iters=BUDGETS[args.budget])
     if args.iters is not None:
         cfg.recon = dataclasses.replace(cfg.recon, iters=args.iters)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..methods import METHODS, MethodSpec, RecipeConflict, get_method
 from ..models.loading import load_model
 from ..models.source import DEFAULT_MODEL, ModelSource
 from ..ptq import CalibConfig, run_ptq, settings_from_report
-from ..recon.reconstruct import ReconConfig
+from ..recon.reconstruct import BUDGETS, ReconConfig
 from ..sampling import SamplerConfig
 from ..utils.resources import resolve_device
 from .common import add_model_arguments
@@ -42,7 +43,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="guidance scale of the calibration sampler (default 1.0; 7.5 text)")  # fmt: skip
     parser.add_argument("--num-samples", type=int, help="calibration trajectories (default 32)")
     parser.add_argument("--calib-steps", type=int, help="calibration steps selected (default min(10, K))")
-    parser.add_argument("--iters", type=int, help="reconstruction iterations per block (default 200)")
+    parser.add_argument(
+        "--budget",
+        choices=list(BUDGETS),
+        help="reconstruction budget: fast (50 iterations per block), default (200), thorough (1000)",
+    )
+    parser.add_argument("--iters", type=int, help="reconstruction iterations per block (instead of --budget)")
     parser.add_argument("--batch-size", type=int, help="reconstruction batch size (default 32)")
     parser.add_argument("--seed", type=int, help="seed of noise and row sampling (default 0)")
     parser.add_argument("--first-last-bits", type=_bits_or_none, metavar="N|none",
@@ -104,7 +110,7 @@ def _quantize_pipeline(model, spec, qcfg, calib, recon, prompts, out: Path, devi
                              out_dir=str(out))  # fmt: skip
 
 
-_RECIPE_FLAGS = ("method", "preset", "groups", "steps", "guidance", "num_samples", "calib_steps", "iters",
+_RECIPE_FLAGS = ("method", "preset", "groups", "steps", "guidance", "num_samples", "calib_steps", "budget", "iters",
                  "batch_size", "seed", "first_last_bits", "layer_bits")  # fmt: skip
 
 
@@ -150,5 +156,9 @@ def _settings(args: argparse.Namespace) -> tuple[MethodSpec, QuantConfig, CalibC
     sampler = SamplerConfig(num_steps=steps, guidance_scale=guidance, seed=seed, batch_size=32)
     calib_steps = args.calib_steps if args.calib_steps is not None else min(10, steps)
     calib = CalibConfig(num_samples=args.num_samples or 32, calib_steps=calib_steps, sampler=sampler, seed=seed)
-    recon = ReconConfig(iters=args.iters or 200, batch_size=args.batch_size or 32, seed=seed)
+    if args.budget is not None and args.iters is not None:
+        raise ValueError("give --budget or --iters, not both (--iters sets the iterations of a budget of your own)")
+    recon = ReconConfig.budget(args.budget or "default", batch_size=args.batch_size or 32, seed=seed)
+    if args.iters is not None:
+        recon = dataclasses.replace(recon, iters=args.iters)
     return spec, qcfg, calib, recon

@@ -70,6 +70,8 @@ logger = logging.getLogger(__name__)
 # settings deleted after they lost on validation noise (in 0.6.0), with the value that lives on
 DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit"}
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
+# Named reconstruction budgets: iterations per unit (what each costs: docs/methods.md, studies/budget-curve).
+BUDGETS: dict[str, int] = {"fast": 50, "default": 200, "thorough": 1000}
 
 
 @dataclass
@@ -166,6 +168,14 @@ class ReconConfig:
         for name in ("rho", "entropy_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ReconConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def budget(cls, name: str, **overrides: Any) -> ReconConfig:
+        """The settings of a named budget (:data:`BUDGETS`: ``fast`` 50, ``default`` 200, ``thorough``
+        1000 iterations per unit) with optional field overrides."""
+        if name not in BUDGETS:
+            raise ValueError(f"unknown reconstruction budget {name!r}; choose one of {list(BUDGETS)}")
+        return cls(**{"iters": BUDGETS[name], **overrides})
 
     def to_dict(self) -> dict:
         return asdict(self)

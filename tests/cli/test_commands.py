@@ -83,6 +83,8 @@ def test_bad_arguments_fail_before_any_work(tiny_embedded, tmp_path, caplog):
     assert main(["quantize", "--method", "rtn", "--groups", "4", "--out", str(tmp_path / "q")]) == 2
     assert "'rtn' fixes QuantConfig.groups = 1, but the config sets 4: drop --groups or choose another" in caplog.text
     assert main(["quantize", "--recipe", str(tmp_path / "missing.json"), "--out", str(tmp_path / "q")]) == 2
+    assert main(["quantize", "--budget", "fast", "--iters", "3", "--out", str(tmp_path / "q")]) == 2
+    assert "give --budget or --iters, not both" in caplog.text
     (tmp_path / "file").write_text("x")
     assert main(["quantize", "--out", str(tmp_path / "file")]) == 2
     assert tiny_embedded == []  # the model was never loaded

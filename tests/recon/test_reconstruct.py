@@ -205,3 +205,12 @@ def test_the_model_judge_on_some_steps_is_their_share_of_the_whole_error():
     parts = [judge(torch.tensor([k])) for k in range(K)]
     assert sum(parts) == pytest.approx(whole, rel=1e-6)  # table changes compare only the steps that moved
     assert judge(torch.arange(K)) == pytest.approx(whole, rel=1e-6)
+
+
+def test_named_budgets():
+    from adpdm.recon.reconstruct import BUDGETS, ReconConfig
+
+    assert [ReconConfig.budget(name).iters for name in ("fast", "default", "thorough")] == [50, 200, 1000]
+    assert ReconConfig.budget("default", seed=3).seed == 3 and ReconConfig().iters == BUDGETS["default"]
+    with pytest.raises(ValueError, match="unknown reconstruction budget"):
+        ReconConfig.budget("huge")
