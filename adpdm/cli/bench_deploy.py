@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..deploy.export_mode import WEIGHT_FORMATS
 from ..models.source import resolve_model
 from .common import add_model_arguments
 from .export import check_exportable
@@ -33,6 +34,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", default="benchmarks/results", help="default benchmarks/results")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="5 repeats instead of 20")
+    parser.add_argument(
+        "--weight-format",
+        choices=WEIGHT_FORMATS,
+        default="auto",
+        help="weight format of the quantized exports (default auto; uint4: 4-bit weights as 4 bits)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     model = resolved.model
     check_exportable(model)
     # whole sampling runs use the checkpoint's schedule: K steps
-    cfg = BenchConfig(steps=resolved.steps, repeats=5 if args.quick else 20, threads=args.threads)
+    cfg = BenchConfig(steps=resolved.steps, repeats=5 if args.quick else 20, threads=args.threads,
+                      weight_format=args.weight_format)  # fmt: skip
     result = bench_deploy(args.quantized, model, cfg)
     result = {"name": name, "quick": args.quick, "quantized": str(args.quantized), "model": model.spec,
               "config": vars(cfg), **provenance(), "machine": {**machine_description(), "cpu_isa": cpu_isa()},

@@ -7,6 +7,7 @@ bypassed). Times are the median of repeats, one thread; results carry the machin
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -41,12 +42,14 @@ class BenchConfig:
         steps: sampling steps of the whole-run timing (default 100).
         repeats: forward repeats per timing (default 20).
         threads: torch and ORT intra-op threads (default 1).
+        weight_format: weight format of both quantized exports (see :func:`adpdm.deploy.export_onnx`).
     """
 
     batches: tuple[int, ...] = (1, 16)
     steps: int = 100
     repeats: int = 20
     threads: int = 1
+    weight_format: str = "auto"
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -119,8 +122,8 @@ def speedups(result: dict[str, Any]) -> dict[str, Any]:
 def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: BenchConfig, work: Path) -> dict[str, Any]:
     spec = CalibrationSpec(model.scheduler_config, 4, model.num_classes, model.null_class)
     folders = {"int8_exact": work / "exact", "int8": work / "int8"}
-    export_onnx(unet, folders["int8_exact"])
-    export_onnx(unet, folders["int8"], spec)
+    export_onnx(unet, folders["int8_exact"], weight_format=cfg.weight_format)
+    export_onnx(unet, folders["int8"], spec, cfg.weight_format)
     folders["fp32"] = export_float(unet, work / "fp32")
     opts = RuntimeOptions(threads=cfg.threads)
     runners = {name: OnnxDenoiser(folder, opts) for name, folder in folders.items()}
@@ -159,12 +162,15 @@ def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: Benc
     out["sizes"] = {name: _file_bytes(folder) for name, folder in folders.items()}
     out["sizes"]["int8_weights_file"] = (folders["int8"] / "weights.bin").stat().st_size
     out["sizes"]["checkpoint"] = (Path(quantized) / "model.safetensors").stat().st_size
+    out["sizes"]["fp32_over_int8"] = out["sizes"]["fp32"] / out["sizes"]["int8"]  # the folders' size ratio
+    out["weight_format"] = json.loads((folders["int8"] / "deploy.json").read_text())["weight_format"]
     return out
 
 
 def markdown(name: str, result: dict[str, Any]) -> str:
     """A readable summary of one :func:`bench_deploy` result (plus the run's header)."""
-    lines = [f"# Deployment benchmark `{name}`", "", f"machine: {result['machine']}", ""]
+    lines = [f"# Deployment benchmark `{name}`", "", f"machine: {result['machine']}", "",
+             f"weight format: {result.get('weight_format', 'auto')}", ""]  # fmt: skip
     steps = result["config"]["steps"]
     lines += ["## UNet forward (ms, median)", "", *_table(result["forward_ms"]), "",
               f"## Whole sampling run ({steps} steps, s)", "", *_table(result["sampling_s"])]  # fmt: skip

@@ -180,9 +180,11 @@ def test_export_and_onnxruntime_sampling_of_a_class_model(folders, tmp_path):
 def test_bench_deploy_on_a_pipeline_folder(folders, tmp_path):
     pytest.importorskip("onnxruntime")
     assert main(["bench-deploy", "--quantized", str(folders["q_uncond"]), "--quick", "--name", "mine",
-                 "--out-dir", str(tmp_path)]) == 0  # fmt: skip
+                 "--out-dir", str(tmp_path), "--weight-format", "uint4"]) == 0  # fmt: skip
     result = json.loads((tmp_path / "deploy_mine.json").read_text())
     assert result["model"] == str(folders["uncond"].resolve()) and result["config"]["steps"] == K
+    sizes = result["sizes"]
+    assert result["weight_format"] == "uint4" and sizes["fp32_over_int8"] == sizes["fp32"] / sizes["int8"] > 1
 
 
 def test_text_models_get_a_clear_error_where_a_command_does_not_apply(folders, tmp_path, caplog):
