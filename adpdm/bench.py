@@ -75,6 +75,7 @@ class BenchConfig:
         tuned_on: what the methods' settings were chosen on (written with the results).
         layer_bits: mixed precision for every method alike (``QuantConfig.layer_bits``); the rows state
             their effective bits.
+        smoothing: input smoothing for every method alike (``QuantConfig.smoothing``); rows ``PRESET-smooth``.
     """
 
     name: str = "benchmark"
@@ -96,6 +97,7 @@ class BenchConfig:
     fp_floor: bool = True
     tuned_on: str = TUNED_ON
     layer_bits: tuple[tuple[str, int, int], ...] = ()
+    smoothing: bool = False
 
     def __post_init__(self) -> None:
         self.compare("embedded:mnist")  # validates methods, presets, draws and the seeds
@@ -125,7 +127,8 @@ class BenchConfig:
         return CompareConfig(methods=self.methods if methods is None else methods, presets=self.presets,
                              draws=self.draws, eval_seed=self.seed, num_samples=self.num_samples, steps=self.steps,
                              groups=self.groups, calib=self.calib, recon=self.recon, diagnose=self.diagnose,
-                             fp_floor=self.fp_floor, layer_bits=self.layer_bits)  # fmt: skip
+                             fp_floor=self.fp_floor, layer_bits=self.layer_bits,
+                             smoothing=self.smoothing)  # fmt: skip
 
 
 class Results:
@@ -171,7 +174,8 @@ def _check_same_settings(old: dict[str, Any], new: dict[str, Any], path: Path) -
     """A resumed results file must hold rows made with the same settings (protocol, budget, metrics); the
     reconstruction settings of an older version count at their values today (deleted ones at the value
     that lives on, :meth:`ReconConfig.from_dict`)."""
-    old = json.loads(json.dumps({"layer_bits": [], **{k: v for k, v in old.items() if k not in _ROW_SET_KEYS}}))
+    defaults = {"layer_bits": [], "smoothing": False}  # settings older results predate
+    old = json.loads(json.dumps({**defaults, **{k: v for k, v in old.items() if k not in _ROW_SET_KEYS}}))
     if isinstance(old.get("recon"), dict):
         try:
             old["recon"] = ReconConfig.from_dict(old["recon"]).to_dict()
@@ -196,8 +200,9 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     for methods in phases:
         for spec, model in models.items():
             methods_here = tuple(m for m in methods if any(cfg.runs(spec, p, m) for p in cfg.presets))
+            label = lambda p: row_preset(p, cfg.layer_bits, cfg.smoothing)  # noqa: E731
             todo = [(m, p, d) for d in cfg.draws for p in cfg.presets for m in methods_here
-                    if cfg.runs(spec, p, m) and not results.has(spec, m, row_preset(p, cfg.layer_bits), d)]  # fmt: skip
+                    if cfg.runs(spec, p, m) and not results.has(spec, m, label(p), d)]  # fmt: skip
             if todo or not results.has(spec, "fp32", "fp32"):
                 _bench_model(cfg, model, methods_here, todo, results, evaluators[is_embedded(spec)], out)
     write_markdown(results.data, out / "results" / f"{cfg.name}.md")

@@ -183,11 +183,13 @@ def load_quantized(path: str | Path, device: str | torch.device | None = None) -
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"cannot build {cls.__name__} from {folder / MODEL_CONFIG}: {err}") from err
     quantize_model(model, cfg)
-    for _, layer in quant_layers(model):
+    tensors = _read_tensors(folder, meta)
+    for name, layer in quant_layers(model):
         layer.prepare_frozen(layer.weight.shape)
+        if f"{name}.smooth" in tensors:  # smoothed layers (QuantConfig.smoothing)
+            layer.set_smoothing(torch.ones(layer.weight_codes.shape[1]))
     for _, q in act_quantizers(model):
         q.freeze()
-    tensors = _read_tensors(folder, meta)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -68,6 +68,7 @@ class CompareConfig:
         fp_floor: FID of the FP model against itself on independent noise (the floor of ``fid_fp``).
         layer_bits: ``QuantConfig.layer_bits`` of every run (mixed precision for every method alike;
             the rows state their effective bits).
+        smoothing: ``QuantConfig.smoothing`` of every run (for every method alike; rows ``PRESET-smooth``).
     """
 
     methods: tuple[str, ...] = ("rtn", "adpdm")
@@ -84,6 +85,7 @@ class CompareConfig:
     diagnose_samples: int = 16
     fp_floor: bool = False
     layer_bits: tuple[tuple[str, int, int], ...] = ()
+    smoothing: bool = False
 
     def __post_init__(self) -> None:
         self.methods, self.presets, self.draws = tuple(self.methods), tuple(self.presets), tuple(self.draws)
@@ -150,7 +152,8 @@ def _guidance(model: DiffusionModel, cfg: CompareConfig) -> float:
 
 def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> Run:  # noqa: ANN001
     groups = cfg.groups if get_method(method).takes_groups else None
-    qcfg = QuantConfig.preset(preset, num_steps=cfg.steps, groups=groups, layer_bits=cfg.layer_bits)
+    qcfg = QuantConfig.preset(preset, num_steps=cfg.steps, groups=groups, layer_bits=cfg.layer_bits,
+                              smoothing=cfg.smoothing)  # fmt: skip
     calib = dataclasses.replace(cfg.calib, sampler=dataclasses.replace(sampler, seed=draw))
     logger.info("compare: %s %s %s, calibration draw %d", model.spec, method, preset, draw)
     start = time.perf_counter()
@@ -160,7 +163,13 @@ def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> 
     q = sample_models({method: ptq.model}, model, cfg.num_samples, sampler, progress=False)
     res = evaluate_against_fp(evaluator, {"fp32": fp, **q}, "fp32", model.kind == "class")[method]
     row = make_row(
-        model.spec, method, qcfg, ptq.report, res, _ckpt_bytes(ptq.model), row_preset(preset, cfg.layer_bits)
+        model.spec,
+        method,
+        qcfg,
+        ptq.report,
+        res,
+        _ckpt_bytes(ptq.model),
+        row_preset(preset, cfg.layer_bits, cfg.smoothing),
     )
     images = q[method].images
     row.update(draw=draw, eval_seed=cfg.eval_seed, psnr_se=_psnr_se(images, fp.images),
@@ -227,9 +236,10 @@ def _step_errors(unet: torch.nn.Module, data: Any, ref: torch.Tensor, sens: torc
     return {"step_error": err.tolist(), "trajectory_error": float((err.double() * sens.double().pow(2)).sum())}
 
 
-def row_preset(preset: str, layer_bits: tuple = ()) -> str:
-    """A row's preset: ``w6a6-mixed`` when layer bits mix precisions, so it never passes for the uniform preset."""
-    return f"{preset}-mixed" if layer_bits else preset
+def row_preset(preset: str, layer_bits: tuple = (), smoothing: bool = False) -> str:
+    """A row's preset: ``w6a6-mixed`` when layer bits mix precisions, so it never passes for the uniform preset,
+    and ``-smooth`` with smoothing (``w6a6-smooth``, ``w6a6-mixed-smooth``)."""
+    return f"{preset}{'-mixed' if layer_bits else ''}{'-smooth' if smoothing else ''}"
 
 
 def make_row(

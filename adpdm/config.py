@@ -134,6 +134,10 @@ class QuantConfig:
             that matches no quantized layer is an error in :func:`adpdm.quantize_model`. Attention
             Q, K, V quantizers follow the rule of :meth:`attention_abits`.
         quantize_attention: quantize the attention matmul inputs (Q, K, V) and softmax output.
+        smoothing: divide each quantized layer's input by per-channel factors and multiply its weight
+            by them (SmoothQuant), with a per-layer strength chosen on the calibration rows
+            (:mod:`adpdm.calib.smooth`; none where it does not lower the layer's error there).
+            Applied by :func:`adpdm.ptq.run_ptq` before the ranges are observed. Default False.
         split_skip: quantize concatenated skip-connection inputs per part (shortcut splitting).
         include: fnmatch patterns of module names to quantize (default: every Conv2d / Linear).
         exclude: fnmatch patterns of module names to leave in full precision.
@@ -158,6 +162,7 @@ class QuantConfig:
     lp_norm: float | None = None
     first_last_bits: int | None = 8
     quantize_attention: bool = True
+    smoothing: bool = False
     split_skip: bool | None = None
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = field(default_factory=tuple)
@@ -183,6 +188,7 @@ class QuantConfig:
         if self.lp_norm is not None:
             _check_range("lp_norm", self.lp_norm, 1.0, 10.0)
         _check_choice("split_skip", self.split_skip, (None, True, False))
+        _check_choice("smoothing", self.smoothing, (True, False))
         if self.first_last_bits is not None:
             _check_range("first_last_bits", self.first_last_bits, 2, 8)
         _check_range("reservoir", self.reservoir, 16, 1 << 20)

@@ -47,6 +47,7 @@ from .calib import srm
 from .calib import timesteps as ts
 from .calib.data import CalibrationSet, describe, forward_rows, record_trajectories, relative_error
 from .calib.groups import partition_from_statistics
+from .calib.smooth import smooth_layers
 from .config import QuantConfig
 from .methods import MethodSpec, get_method
 from .models.units import find_units
@@ -172,6 +173,9 @@ def run_ptq(
             unet, scheduler_config, calib_cfg.num_samples, calib_cfg.sampler, num_classes, null_class, progress
         )
     first = data.subset(data.sample < calib_cfg.signature_samples)  # every step of the first trajectories
+    smoothing = None
+    if cfg.smoothing:  # before any range is observed: the quantizers see the smoothed inputs
+        smoothing = smooth_layers(unet, lambda: forward_rows(unet, data, batch, device))
 
     # 4. initial ranges (and partition) from every step, for the methods that take them so
     initial_partition = None
@@ -231,6 +235,7 @@ def run_ptq(
         "selection": selection,
         "partition": _partition_report(unet),
         "unit_losses": losses,
+        "smoothing": smoothing,  # per layer: the chosen strength (None: not smoothed); None: off
         "num_quantized_layers": sum(1 for _ in quant_layers(unet)),
         "cost": cost.to_dict(),  # per sample and denoiser call; bits averaged over the multiply-accumulates
         "calib_seconds": seconds,
@@ -345,7 +350,7 @@ def _reconstruct(
         judge = _model_judge(unet, rows.subset(held), sensitivity, cfg.capture_batch, device)
     if cfg.learn_rounding:  # every layer has its rounding variables (the resume state's keys), at round to nearest
         for _, layer in quant_layers(unet):
-            layer.weight_quant.set_nearest(layer.weight)
+            layer.weight_quant.set_nearest(layer.weight_to_quantize())
     check = SamplerCheck(samples, choose=cfg.start == "best") if samples is not None else None
     if check is not None:
         check.begin(unet)  # the start: the recipe's or min-max activation ranges, on the sampler's output

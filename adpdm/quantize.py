@@ -216,7 +216,7 @@ def init_ranges(model: nn.Module, weights: bool = True, activations: bool = True
     """Initialise weight ranges from the weights and activation ranges from observed statistics."""
     if weights:
         for _, layer in quant_layers(model):
-            layer.weight_quant.init_range(layer.weight)
+            layer.weight_quant.init_range(layer.weight_to_quantize())
     if activations:
         for name, q in act_quantizers(model):
             if not q.stats.observed:

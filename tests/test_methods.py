@@ -224,3 +224,16 @@ def test_a_run_never_ends_below_its_start_on_the_samplers_output(monkeypatch):
     assert off.report["outcome"] is None
     with pytest.raises(ValueError, match="sample_judge"):
         ReconConfig(sample_judge=0)
+
+
+@pytest.mark.parametrize("method", ["rtn", "adpdm"])
+def test_smoothing_is_a_lever_of_every_method(method):
+    calib, recon = _cfgs()
+    qcfg = dataclasses.replace(_qcfg(method, "w6a6"), smoothing=True)
+    res = run_ptq(_copy(UNET), SCHED, method, qcfg, calib, recon, progress=False)
+    chosen = res.report["smoothing"]
+    layers = dict(adpdm.quantize.quant_layers(res.model))
+    assert chosen and all(layers[n].smoothed == (a is not None) for n, a in chosen.items())
+    assert res.report["quant_config"]["smoothing"] is True
+    assert run_ptq(_copy(UNET), SCHED, method, _qcfg(method, "w6a6"), calib, recon, progress=False).report[
+        "smoothing"] is None  # fmt: skip

@@ -35,6 +35,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="mixed precision for every method alike, e.g. "
         "'up_blocks.2.*=W6A8' (the syntax of adpdm quantize; rows state their effective bits)",
     )
+    parser.add_argument(
+        "--smoothing",
+        action="store_true",
+        help="input smoothing for every method alike (QuantConfig.smoothing; rows PRESET-smooth)",
+    )
     parser.add_argument("--draws", type=int, help="calibration draws: seeds 1..N (default 4, quick 1)")
     parser.add_argument("--draw-seeds", help="comma-separated calibration seeds instead of 1..N")
     parser.add_argument("--steps", type=int, help="DDIM steps K (default 20, quick 10)")
@@ -96,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     if args.layer_bits:
         overrides["layer_bits"] = parse_layer_bits(args.layer_bits)
+    if args.smoothing:
+        overrides["smoothing"] = True
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     if args.methods and any(m in ABLATIONS for m in cfg.methods):
         # an ablation named on the command line runs on every model and preset of the run

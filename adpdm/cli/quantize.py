@@ -58,6 +58,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "patterns of module names, the first match wins (over --first-last-bits and --preset), A16 "
                         "leaves inputs unquantized; an attention takes Q/K/V bits from a pattern matching its name "
                         "or all its children (NAME.*); a pattern matching no layer is an error")  # fmt: skip
+    parser.add_argument("--smoothing", action="store_true", default=None,
+                        help="smooth each layer's input into its weights (SmoothQuant), strength chosen per layer "
+                        "on the calibration rows")  # fmt: skip
     parser.add_argument("--recipe", metavar="REPORT",
                         help="run again with the method, bit widths, calibration and reconstruction settings "
                         "of a report.json written by `adpdm quantize` (the flags above may not be given)")  # fmt: skip
@@ -111,7 +114,7 @@ def _quantize_pipeline(model, spec, qcfg, calib, recon, prompts, out: Path, devi
 
 
 _RECIPE_FLAGS = ("method", "preset", "groups", "steps", "guidance", "num_samples", "calib_steps", "budget", "iters",
-                 "batch_size", "seed", "first_last_bits", "layer_bits")  # fmt: skip
+                 "batch_size", "seed", "first_last_bits", "layer_bits", "smoothing")  # fmt: skip
 
 
 def _bits_or_none(text: str) -> int | str:
@@ -143,6 +146,8 @@ def _settings(args: argparse.Namespace) -> tuple[MethodSpec, QuantConfig, CalibC
         fields["first_last_bits"] = None if args.first_last_bits == "none" else args.first_last_bits
     if args.layer_bits:
         fields["layer_bits"] = parse_layer_bits(args.layer_bits)
+    if args.smoothing:
+        fields["smoothing"] = True
     qcfg = QuantConfig.preset(args.preset or "w4a8", **fields)
     try:  # e.g. --groups with a method that has one group: an error now, not after sampling
         spec.quant_config(qcfg)

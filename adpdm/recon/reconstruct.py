@@ -371,7 +371,7 @@ def reconstruct_unit(
     # 1. the start as it would be frozen: round to nearest, the scales and table the unit came with
     if cfg.learn_rounding:
         for lay in layers:
-            lay.weight_quant.set_nearest(lay.weight)
+            lay.weight_quant.set_nearest(lay.weight_to_quantize())
     parts = searched_partitions(model, quantizers) if search_groups else []
     snap = _snapshot(layers, quantizers, parts)
     fit_before, held_before = error(fit), error(held)
@@ -384,7 +384,7 @@ def reconstruct_unit(
     undecided = sum(int(m.sum()) for m in masks) / max(1, sum(m.numel() for m in masks)) if masks else None
     # 3. harden (rounding and table) and measure what would be frozen
     for lay in layers:
-        lay.weight_quant.harden(lay.weight)
+        lay.weight_quant.harden(lay.weight_to_quantize())
     table = None
     if search is not None:
         search.harden()
@@ -411,7 +411,7 @@ def _param_groups(
     """Adam parameter groups, and the SignRound offsets (signed gradient steps)."""
     groups, signed = [], []
     if cfg.learn_rounding:
-        rounding = [lay.weight_quant.enable_rounding(lay.weight, cfg.rounding) for lay in layers]
+        rounding = [lay.weight_quant.enable_rounding(lay.weight_to_quantize(), cfg.rounding) for lay in layers]
         if cfg.rounding == "sign":
             signed = rounding
         else:

@@ -6,6 +6,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_unet
 from deploy_helpers import SCHEDULER, STEPS, frozen_embedded, frozen_unet
 
 import adpdm
@@ -266,3 +267,30 @@ def test_four_bit_weights_are_stored_as_four_bits(tmp_path, preset):
 def test_grouped_weights_refuse_signed_formats(tmp_path):
     with pytest.raises(ValueError, match="grouped weight scales export as uint8 or uint4"):
         export_onnx(frozen_unet("w4g32a8", groups=1), tmp_path, weight_format="int8r")
+
+
+def test_smoothed_model_exports_with_its_input_scaling(tmp_path):
+    """Smoothing adds one Mul per smoothed layer before its input quantizer; the graph matches PyTorch."""
+    from adpdm.calib.smooth import smooth_layers
+
+    torch.manual_seed(0)
+    unet = make_unet()
+    recorded = []
+    sample(unet, SCHEDULER, 4, SamplerConfig(num_steps=STEPS, batch_size=4), progress=False,
+           callback=lambda k, t, inp: recorded.append((k, inp)))  # fmt: skip
+    adpdm.quantize_model(unet, adpdm.QuantConfig.preset("w6a6", groups=2, num_steps=STEPS, smoothing=True))
+
+    def run():
+        with torch.no_grad():
+            for k, inp in recorded:
+                with adpdm.step_context(k):
+                    unet(inp.sample, inp.timestep)
+
+    chosen = smooth_layers(unet, run)
+    with adpdm.calibrate(unet):
+        run()
+    adpdm.freeze(unet)
+    export_onnx(unet, tmp_path)
+    cos, _ = _cosines(unet, OnnxDenoiser(tmp_path))
+    assert min(cos) > 0.99, cos
+    assert sum(a is not None for a in chosen.values()) > 0
