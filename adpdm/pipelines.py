@@ -31,6 +31,7 @@ from torch import nn
 from .calib.data import CalibrationSet
 from .config import QuantConfig
 from .context import current_step, step_context
+from .models.unet import unet_of
 from .ptq import CalibConfig, PTQResult, run_ptq
 from .recon.reconstruct import ReconConfig
 
@@ -112,15 +113,7 @@ SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
 
 
 def _unet_of(pipe: Any) -> nn.Module:
-    unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, nn.Module):
-        raise ValueError(f"{type(pipe).__name__} has no `unet` module; adpdm quantizes the UNet of a pipeline")
-    from diffusers import UNet2DConditionModel, UNet2DModel
-
-    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
-        raise ValueError(f"unsupported model class {type(unet).__name__} in {type(pipe).__name__}; adpdm "
-                         f"quantizes {' and '.join(SUPPORTED_UNETS)}")  # fmt: skip
-    return unet
+    return unet_of(pipe)
 
 
 class _PipelineRecorder:

@@ -93,7 +93,7 @@ def test_pipeline_errors() -> None:
     with pytest.raises(ValueError, match="takes no prompts"):
         record_pipeline(pipe, K, prompts=["a cat"])
     pipe.unet = torch.nn.Conv2d(3, 3, 1)  # a denoiser that is no diffusers UNet
-    with pytest.raises(ValueError, match="unsupported model class Conv2d"):
+    with pytest.raises(ValueError, match="its denoiser is Conv2d"):
         adpdm.quantize_pipeline(pipe, adpdm.QuantConfig.preset("w8a8", num_steps=K), method="rtn")
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from torch import nn
 
+from .unet import unet_of
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_PREFIX = "embedded:"
@@ -139,11 +141,8 @@ def load_pipeline(spec: str, **kwargs: Any) -> Any:
             f"cannot load the pipeline {spec!r}: it is not a diffusers pipeline folder, and as a hub id it "
             f"could not be reached or is not in the local cache (offline?): {err}"
         ) from err
-    if getattr(pipe, "unet", None) is None:
-        raise ValueError(f"{spec!r} loads as {type(pipe).__name__}, which has no UNet to quantize")
-    from .unet import SUPPORTED_UNETS
-
-    if type(pipe.unet).__name__ not in SUPPORTED_UNETS:
-        raise ValueError(f"{spec!r}: unsupported model class {type(pipe.unet).__name__}; adpdm quantizes "
-                         f"{' and '.join(SUPPORTED_UNETS)}")  # fmt: skip
+    try:  # an unsupported denoiser (a transformer, a 3-D UNet) is refused before any work
+        unet_of(pipe)
+    except ValueError as err:
+        raise ValueError(f"{spec!r}: {err}") from None
     return pipe

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
@@ -11,6 +13,18 @@ SUPPORTED_UNETS: dict[str, type[nn.Module]] = {
 }
 
 FIRST_LAST_LAYERS = ("conv_in", "conv_out")
+
+
+def unet_of(pipe: Any) -> nn.Module:
+    """The supported UNet of a diffusers pipeline; a ``ValueError`` naming the pipeline's denoiser class
+    and the supported ones for any other (a transformer such as DiT or PixArt, a 3-D UNet)."""
+    unet = getattr(pipe, "unet", None)
+    if isinstance(unet, nn.Module) and type(unet).__name__ in SUPPORTED_UNETS:
+        return unet
+    denoiser = unet if isinstance(unet, nn.Module) else getattr(pipe, "transformer", None)
+    found = f"its denoiser is {type(denoiser).__name__}" if isinstance(denoiser, nn.Module) else "it has no `unet`"
+    raise ValueError(f"{type(pipe).__name__}: {found}; adpdm quantizes pipelines whose denoiser is one of "
+                     f"{sorted(SUPPORTED_UNETS)}")  # fmt: skip
 
 
 def check_supported(model: nn.Module) -> None:
