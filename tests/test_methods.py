@@ -237,11 +237,3 @@ def test_smoothing_is_a_lever_of_every_method(method):
     assert res.report["quant_config"]["smoothing"] is True
     assert run_ptq(_copy(UNET), SCHED, method, _qcfg(method, "w6a6"), calib, recon, progress=False).report[
         "smoothing"] is None  # fmt: skip
-
-
-def test_signround_with_averaged_gradients_runs():
-    calib, recon = _cfgs()
-    res = run_ptq(_copy(UNET), SCHED, "qdiffusion", _qcfg("qdiffusion", "w4a8"), calib,
-                  dataclasses.replace(recon, sign_momentum=0.9), progress=False)  # fmt: skip
-    assert res.report["reconstruction"]["sign_momentum"] == 0.9
-    assert torch.isfinite(sample(res.model, SCHED, 2, SamplerConfig(num_steps=K), progress=False).images).all()

@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 
 # settings deleted after they lost on validation noise (in 0.6.0), with the value that lives on
-DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit"}
+DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit", "sign_momentum": 0.0}
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
 # Named reconstruction budgets: iterations per unit (what each costs: docs/methods.md, studies/budget-curve).
 BUDGETS: dict[str, int] = {"fast": 50, "default": 200, "thorough": 1000}
@@ -110,9 +110,6 @@ class ReconConfig:
             +5.4; W6A6 -5.2 to +1.3). AdaRound left 87% of its variables undecided after 50 iterations
             (24-32% after 200) and its hard weights had up to 2.3x the error of its soft ones at W4A8
             (``studies/rounding``).
-        sign_momentum: SignRound steps along the sign of an exponential average of the gradients
-            of the offsets with this decay (Signum, Bernstein et al. 2018) instead of the sign of each
-            batch's gradient; 0 (default) is plain SignRound.
         learn_act_scales: learn activation scales (LSQ).
         holdout: fraction of each unit's calibration trajectories (of its rows if there is only one
             trajectory) held out of the optimisation to decide whether the result is kept; 0 decides
@@ -142,7 +139,6 @@ class ReconConfig:
     tau_end: float = 0.1
     learn_rounding: bool = True
     rounding: str = "sign"
-    sign_momentum: float = 0.0
     learn_act_scales: bool = True
     holdout: float = 0.25
     capture_batch: int = 64
@@ -157,8 +153,6 @@ class ReconConfig:
             raise ValueError(f"ReconConfig.rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
         if not 0 < self.search_fraction <= 1:
             raise ValueError(f"ReconConfig.search_fraction must be in (0, 1], got {self.search_fraction}")
-        if not 0 <= self.sign_momentum < 1:
-            raise ValueError(f"ReconConfig.sign_momentum must be in [0, 1), got {self.sign_momentum}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"ReconConfig.holdout must be in [0, 1), got {self.holdout}")
         if self.sample_judge < 0:
@@ -451,7 +445,6 @@ def _optimise(
     gen = torch.Generator().manual_seed(_unit_seed(cfg, index))
     opt = torch.optim.Adam(groups) if groups else None
     beta_at = BetaSchedule(cfg.iters)
-    momentum = [torch.zeros_like(v) for v in signed]  # Signum's gradient averages (cfg.sign_momentum)
     set_state(unit.module, QuantState.RECONSTRUCTING)
     try:
         with torch.enable_grad(), search.searching() if search is not None else contextlib.nullcontext():
@@ -477,10 +470,9 @@ def _optimise(
                 loss.backward()
                 if opt is not None:
                     opt.step()
-                for v, m in zip(signed, momentum, strict=True):  # lr 1/iters decayed linearly to 0: v can
-                    if v.grad is not None:  # travel about 0.5 in all
-                        m.mul_(cfg.sign_momentum).add_(v.grad, alpha=1.0 - cfg.sign_momentum)
-                        signround.sign_step(v, m, (1 - it / cfg.iters) / cfg.iters)
+                for v in signed:  # lr 1/iters decayed linearly to 0: v can travel about 0.5 in all
+                    if v.grad is not None:
+                        signround.sign_step(v, v.grad, (1 - it / cfg.iters) / cfg.iters)
                 with torch.no_grad():
                     for q in quantizers:
                         q.scale.clamp_(min=1e-8)

@@ -214,11 +214,3 @@ def test_named_budgets():
     assert ReconConfig.budget("default", seed=3).seed == 3 and ReconConfig().iters == BUDGETS["default"]
     with pytest.raises(ValueError, match="unknown reconstruction budget"):
         ReconConfig.budget("huge")
-
-
-def test_sign_momentum_is_a_decay():
-    from adpdm.recon.reconstruct import ReconConfig
-
-    assert ReconConfig(sign_momentum=0.9).sign_momentum == 0.9
-    with pytest.raises(ValueError, match="sign_momentum"):
-        ReconConfig(sign_momentum=1.0)
