@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
         help="export a quantized model for integer deployment (ONNX QDQ)",
-        description="Export a frozen quantized UNet as ONNX QDQ graphs sharing one int8 weight file.",
+        description="Export a frozen quantized UNet as ONNX QDQ graphs sharing one integer weight file (text-"
+        "conditioned UNets: the text embeddings an input of the graphs, no conv output quantizers).",
     )
     parser.add_argument("--quantized", metavar="DIR", required=True, help="a folder written by `adpdm quantize`")
     parser.add_argument("--guidance", type=float, help="guidance of the calibration sampler (default 1.0)")
@@ -53,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from ..deploy import CalibrationSpec, export_onnx
 
     model = resolve_model(args.model, args.quantized, null_class=args.null_class).model  # checked before any work
-    check_exportable(model)
     guidance = args.guidance if args.guidance is not None else 1.0
-    check_conditioning(model, Conditioning(), SamplerConfig(guidance_scale=guidance))
+    text = model.kind == "text"
+    if not text:
+        check_conditioning(model, Conditioning(), SamplerConfig(guidance_scale=guidance))
+    elif not args.exact:
+        logger.info("%s is text-conditioned: exported without conv output quantizers (as --exact); the text "
+                    "embeddings are an input of the graphs", model.spec)  # fmt: skip
     unet = load_quantized(args.quantized)
     calibration = None
-    if not args.exact:
+    if not args.exact and not text:
         calibration = CalibrationSpec(model.scheduler_config, args.calib_samples, model.num_classes,
                                       model.null_class, guidance_scale=guidance)  # fmt: skip
     result = export_onnx(unet, out, calibration, args.weight_format)
@@ -67,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_exportable(model: DiffusionModel) -> None:
-    """The ONNX export runs ``UNet2DModel`` denoisers (unconditional and class-conditional)."""
+    """``bench-deploy`` times ``UNet2DModel`` denoisers (unconditional and class-conditional)."""
     if model.kind == "text":
-        raise ValueError(f"{model.spec} is text-conditioned: the ONNX export supports UNet2DModel (unconditional "
-                         "and class-conditional) denoisers only; sample it in PyTorch with `adpdm sample`")  # fmt: skip
+        raise ValueError(f"{model.spec} is text-conditioned: `adpdm bench-deploy` times UNet2DModel "
+                         "(unconditional and class-conditional) denoisers only; `adpdm export` writes its "
+                         "graphs, with the text embeddings an input")  # fmt: skip

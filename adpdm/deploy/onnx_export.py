@@ -23,7 +23,7 @@ from typing import Any
 
 import onnx
 import torch
-from diffusers import UNet2DModel
+from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 from ..nn.layers import QuantConv2d
@@ -57,15 +57,37 @@ class _Denoiser(nn.Module):
         return self.unet(sample, timestep, class_labels=class_labels, return_dict=False)[0]
 
 
+class _TextDenoiser(nn.Module):
+    """``(sample, timestep, encoder_hidden_states) -> eps``: a text-conditioned UNet, the text embeddings
+    an input of the graph (the text encoder stays outside it)."""
+
+    def __init__(self, unet: UNet2DConditionModel) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+
+
+TEXT_TOKENS = 77  # the traced sequence length of the text embeddings (CLIP's); the graph takes any
+
+
 def has_class_labels(unet: UNet2DModel) -> bool:
     """Whether the UNet takes class labels (``num_class_embeds`` or a ``class_embed_type``)."""
+    if isinstance(unet, UNet2DConditionModel):
+        return False
     return unet.config.num_class_embeds is not None or unet.config.class_embed_type is not None
 
 
 def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
-    """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch."""
-    if not isinstance(unet, UNet2DModel):
-        raise TypeError(f"ONNX export supports diffusers UNet2DModel, got {type(unet).__name__}")
+    """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch (and
+    dynamic token count of a text-conditioned UNet's ``encoder_hidden_states``)."""
+    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+        raise TypeError(
+            f"ONNX export supports diffusers UNet2DModel and UNet2DConditionModel, got {type(unet).__name__}"
+        )
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
     hw = (size, size) if isinstance(size, int) else size
@@ -75,16 +97,22 @@ def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
         torch.full((batch,), 500.0, device=device),  # (B,) float timesteps
     )
     names = ["sample", "timestep"]
+    wrapper: nn.Module = _Denoiser(unet)
     if has_class_labels(unet):
         args += (torch.zeros(batch, dtype=torch.long, device=device),)
         names.append("class_labels")
+    dynamic = {name: {0: "batch"} for name in [*names, "eps"]}
+    if isinstance(unet, UNet2DConditionModel):
+        args += (torch.zeros(batch, TEXT_TOKENS, cfg.cross_attention_dim, device=device),)
+        names.append("encoder_hidden_states")
+        dynamic["encoder_hidden_states"] = {0: "batch", 1: "tokens"}
+        wrapper = _TextDenoiser(unet)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on diffusers' shape asserts
         torch.onnx.export(
-            _Denoiser(unet).eval(), args, buffer, dynamo=False, opset_version=OPSET,
-            input_names=names, output_names=["eps"],
-            dynamic_axes={name: {0: "batch"} for name in [*names, "eps"]},
+            wrapper.eval(), args, buffer, dynamo=False, opset_version=OPSET,
+            input_names=names, output_names=["eps"], dynamic_axes=dynamic,
         )  # fmt: skip
     return onnx.load_model_from_string(buffer.getvalue())
 
@@ -140,7 +168,8 @@ def export_onnx(
         calibration: how to record the convolutions' output ranges (see
             :mod:`adpdm.deploy.calibrate`); with it the convolutions run as int8 ``QLinearConv``,
             without it (default) they compute in float on dequantized inputs (exactly the
-            PyTorch model's arithmetic, but slow: only the Gemm / MatMul layers fuse).
+            PyTorch model's arithmetic, but slow: only the Gemm / MatMul layers fuse). Text-
+            conditioned UNets export without it (their calibration sampler needs prompts).
         weight_format: ``"auto"`` (default), ``"uint8"`` (the checkpoint's codes and
             per-channel zero points, exact; U8U8 kernels), ``"int8"`` (symmetric, W8 channels
             re-rounded; U8S8 kernels, which saturate on CPUs without VNNI) or ``"int8r"``
@@ -149,6 +178,9 @@ def export_onnx(
     """
     cfg = get_config(unet)  # raises for an unquantized model
     unet = unet.cpu().eval()
+    if calibration is not None and isinstance(unet, UNet2DConditionModel):
+        raise ValueError("a text-conditioned UNet exports without conv output ranges (calibration=None, "
+                         "`adpdm export --exact`): their sampler would need prompts")  # fmt: skip
     weight_format = resolve_format(unet, weight_format)
     weights = {name: int8_weight(layer, weight_format) for name, layer in quant_layers(unet)}
     configs, step_to_graph = configurations(unet)

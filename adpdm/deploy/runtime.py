@@ -77,7 +77,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 class OnnxDenoiser:
-    """The exported UNet as a denoiser: ``denoiser(sample, timestep, class_labels=None).sample``.
+    """The exported UNet as a denoiser: ``denoiser(sample, timestep, class_labels=None,
+    encoder_hidden_states=None).sample`` (labels for class-conditional exports, text embeddings for
+    text-conditioned ones).
 
     Args:
         folder: an export folder written by :func:`adpdm.deploy.export_onnx`.
@@ -117,7 +119,12 @@ class OnnxDenoiser:
         return self.step_to_graph[step]
 
     def __call__(
-        self, sample: torch.Tensor, timestep: torch.Tensor | float, class_labels: torch.Tensor | None = None, **_: Any
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        **_: Any,
     ) -> SimpleNamespace:
         g = self.graph_for(current_step())
         b = sample.shape[0]
@@ -129,6 +136,10 @@ class OnnxDenoiser:
             if class_labels is None:
                 raise ValueError("this model is class-conditional: pass class_labels")
             feeds["class_labels"] = class_labels.detach().cpu().numpy().astype(np.int64)
+        if "encoder_hidden_states" in self.inputs:
+            if encoder_hidden_states is None:
+                raise ValueError("this model is text-conditioned: pass encoder_hidden_states (the text embeddings)")
+            feeds["encoder_hidden_states"] = encoder_hidden_states.detach().float().cpu().numpy()
         self.calls[g] += 1
         (eps,) = self.sessions[g].run(None, feeds)
         return SimpleNamespace(sample=torch.from_numpy(eps))
