@@ -15,7 +15,6 @@ from typing import Any
 from ..deploy.export_mode import WEIGHT_FORMATS
 from ..models.source import resolve_model
 from .common import add_model_arguments
-from .export import check_exportable
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--name must be letters, digits, '.', '-' or '_', got {name!r}")
     resolved = resolve_model(args.model, args.quantized, null_class=args.null_class)  # checked before any work
     model = resolved.model
-    check_exportable(model)
     # whole sampling runs use the checkpoint's schedule: K steps
     cfg = BenchConfig(steps=resolved.steps, repeats=5 if args.quick else 20, threads=args.threads,
                       weight_format=args.weight_format)  # fmt: skip

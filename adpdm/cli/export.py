@@ -14,7 +14,6 @@ from typing import Any
 
 from ..deploy.export_mode import WEIGHT_FORMATS
 from ..generate import Conditioning, check_conditioning
-from ..models.loading import DiffusionModel
 from ..models.source import resolve_model
 from ..sampling import SamplerConfig
 from .common import add_model_arguments, check_fresh_folder
@@ -69,11 +68,3 @@ def run(args: argparse.Namespace) -> int:
     result = export_onnx(unet, out, calibration, args.weight_format)
     logger.info("%d graph(s), %s of %d bytes in %s", len(result.graphs), result.weights, result.weights_bytes, out)
     return 0
-
-
-def check_exportable(model: DiffusionModel) -> None:
-    """``bench-deploy`` times ``UNet2DModel`` denoisers (unconditional and class-conditional)."""
-    if model.kind == "text":
-        raise ValueError(f"{model.spec} is text-conditioned: `adpdm bench-deploy` times UNet2DModel "
-                         "(unconditional and class-conditional) denoisers only; `adpdm export` writes its "
-                         "graphs, with the text embeddings an input")  # fmt: skip

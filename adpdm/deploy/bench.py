@@ -3,6 +3,10 @@
 For one quantized checkpoint: the exact export (no conv output quantizers, "before") and the
 int8-conv export ("after"), the fp32 graph of the same network, and PyTorch fp32 (quantizers
 bypassed). Times are the median of repeats, one thread; results carry the machine.
+
+A text-conditioned UNet exports exact graphs only (:func:`adpdm.deploy.export_onnx`), so its
+quantized runner is the exact export; every run feeds the embeddings of one fixed prompt
+(:data:`TEXT_PROMPT`, the pipeline's own tokenizer and text encoder) without guidance.
 """
 
 from __future__ import annotations
@@ -62,12 +66,47 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
-def _forward(denoiser: Any, x: torch.Tensor, labels: torch.Tensor | None) -> Callable[[], Any]:
+TEXT_PROMPT = "a photograph of a cat"
+
+
+def text_embeddings(model: DiffusionModel, prompt: str = TEXT_PROMPT) -> torch.Tensor:
+    """(1, tokens, dim): ``prompt`` through a text model's tokenizer and text encoder."""
+    pipe = model.pipeline
+    tok = pipe.tokenizer
+    ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids  # fmt: skip
+    with torch.no_grad():
+        return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float().cpu()
+
+
+class _FixedText:
+    """A text-conditioned denoiser called as a class-free one: every call gets the same embeddings."""
+
+    def __init__(self, denoiser: Any, embeddings: torch.Tensor) -> None:
+        self.denoiser, self.embeddings = denoiser, embeddings
+
+    def __getattr__(self, name: str) -> Any:  # config, device, dtype, parameters of the denoiser
+        return getattr(self.denoiser, name)
+
+    def __call__(self, sample: torch.Tensor, timestep: Any, class_labels: Any = None, **_: Any) -> Any:
+        emb = self.embeddings.to(sample.device).expand(sample.shape[0], -1, -1)
+        return self.denoiser(sample, timestep, encoder_hidden_states=emb)
+
+
+def _conditioning(model: DiffusionModel, batch: int, text: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    if text is not None:
+        return {"encoder_hidden_states": text.expand(batch, -1, -1)}
+    if model.num_classes is not None:
+        return {"class_labels": torch.zeros(batch, dtype=torch.long)}
+    return {}
+
+
+def _forward(denoiser: Any, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> Callable[[], Any]:
     t = torch.tensor(500)
 
     def run() -> Any:
         with torch.no_grad(), step_context(0):
-            return denoiser(x, t, class_labels=labels).sample
+            return denoiser(x, t, **cond).sample
 
     return run
 
@@ -105,13 +144,14 @@ def speedups(result: dict[str, Any]) -> dict[str, Any]:
     kernels (everything else, Q/DQ included, as in fp32). The gap between ``kernel_bound`` and
     the measured forward speed-up is what the int8 graph's extra operators cost.
     """
-    fp32, int8 = result["profiles"]["fp32"], result["profiles"]["int8"]
+    q = quantized_runner(result["profiles"])
+    fp32, int8 = result["profiles"]["fp32"], result["profiles"][q]
     total = sum(r["micros"] for r in fp32)
     products = sum(r["micros"] for r in fp32 if r["op"] in PRODUCTS)
     int8_products = sum(r["micros"] for r in int8 if r["op"] in PRODUCTS + INT8_PRODUCTS)
     return {
-        "sampling": {b: row["fp32"] / row["int8"] for b, row in result["sampling_s"].items()},
-        "forward": {b: row["fp32"] / row["int8"] for b, row in result["forward_ms"].items()},
+        "sampling": {b: row["fp32"] / row[q] for b, row in result["sampling_s"].items()},
+        "forward": {b: row["fp32"] / row[q] for b, row in result["forward_ms"].items()},
         "fp32_product_share": products / max(1, total),
         "product_kernel_speedup": products / max(1, int8_products),
         "free_products_bound": total / max(1, total - products),
@@ -119,22 +159,36 @@ def speedups(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def quantized_runner(by_runner: dict[str, Any]) -> str:
+    """The quantized runner the speed-ups compare: the int8-conv export, or the exact one where there is
+    none (text-conditioned UNets)."""
+    return "int8" if "int8" in by_runner else "int8_exact"
+
+
 def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: BenchConfig, work: Path) -> dict[str, Any]:
-    spec = CalibrationSpec(model.scheduler_config, 4, model.num_classes, model.null_class)
-    folders = {"int8_exact": work / "exact", "int8": work / "int8"}
+    text = text_embeddings(model) if model.kind == "text" else None
+    folders = {"int8_exact": work / "exact"}
     export_onnx(unet, folders["int8_exact"], weight_format=cfg.weight_format)
-    export_onnx(unet, folders["int8"], spec, cfg.weight_format)
+    if text is None:
+        folders["int8"] = work / "int8"
+        spec = CalibrationSpec(model.scheduler_config, 4, model.num_classes, model.null_class)
+        export_onnx(unet, folders["int8"], spec, cfg.weight_format)
     folders["fp32"] = export_float(unet, work / "fp32")
+    q = quantized_runner(folders)
     opts = RuntimeOptions(threads=cfg.threads)
     runners = {name: OnnxDenoiser(folder, opts) for name, folder in folders.items()}
     shape = runners["fp32"].config
+
+    def sampled(denoiser: Any) -> Any:  # the sampler calls denoisers without text: give it the prompt's
+        return denoiser if text is None else _FixedText(denoiser, text)
+
     out: dict[str, Any] = {"forward_ms": {}, "sampling_s": {}, "sizes": {}, "profiles": {}, "psnr_vs_torch": {}}
     for b in cfg.batches:
         x = torch.randn(b, shape.in_channels, *shape.sample_size)
-        y = torch.zeros(b, dtype=torch.long) if model.num_classes is not None else None
-        row = {name: _median_ms(_forward(r, x, y), cfg.repeats) for name, r in runners.items()}
+        cond = _conditioning(model, b, text)
+        row = {name: _median_ms(_forward(r, x, cond), cfg.repeats) for name, r in runners.items()}
         with float_mode(unet):
-            row["torch_fp32"] = _median_ms(_forward(unet, x, y), cfg.repeats)
+            row["torch_fp32"] = _median_ms(_forward(unet, x, cond), cfg.repeats)
         out["forward_ms"][f"batch_{b}"] = row
         logger.info("forward batch %d: %s", b, row)
     classes = dict(num_classes=model.num_classes, null_class=model.null_class, progress=False)
@@ -143,27 +197,29 @@ def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: Benc
         row, images = {}, {}
         for name, r in runners.items():
             start = time.perf_counter()
-            images[name] = sample(r, model.scheduler_config, b, scfg, **classes).images
+            images[name] = sample(sampled(r), model.scheduler_config, b, scfg, **classes).images
             row[name] = time.perf_counter() - start
         with float_mode(unet):
             start = time.perf_counter()
-            sample(unet, model.scheduler_config, b, scfg, **classes)
+            sample(sampled(unet), model.scheduler_config, b, scfg, **classes)
             row["torch_fp32"] = time.perf_counter() - start
-        ref = sample(unet, model.scheduler_config, b, scfg, **classes).images  # PyTorch quantized
-        out["psnr_vs_torch"][f"batch_{b}"] = {n: float(psnr(images[n], ref).mean()) for n in ("int8_exact", "int8")}
+        ref = sample(sampled(unet), model.scheduler_config, b, scfg, **classes).images  # PyTorch quantized
+        out["psnr_vs_torch"][f"batch_{b}"] = {n: float(psnr(images[n], ref).mean()) for n in folders if n != "fp32"}
         out["sampling_s"][f"batch_{b}"] = row
         logger.info("sampling %d steps, batch %d: %s", cfg.steps, b, row)
     x = torch.randn(max(cfg.batches), shape.in_channels, *shape.sample_size)
-    y = torch.zeros(len(x), dtype=torch.long) if model.num_classes is not None else None
+    cond = _conditioning(model, len(x), text)
     for name, folder in folders.items():
         prof = OnnxDenoiser(folder, RuntimeOptions(threads=cfg.threads, profile_prefix=str(work / name)))
-        _forward(prof, x, y)()
+        _forward(prof, x, cond)()
         out["profiles"][name] = [asdict(r) for r in op_profile(prof.end_profiling()[0])]
     out["sizes"] = {name: _file_bytes(folder) for name, folder in folders.items()}
-    out["sizes"]["int8_weights_file"] = (folders["int8"] / "weights.bin").stat().st_size
+    out["sizes"]["int8_weights_file"] = (folders[q] / "weights.bin").stat().st_size
     out["sizes"]["checkpoint"] = (Path(quantized) / "model.safetensors").stat().st_size
-    out["sizes"]["fp32_over_int8"] = out["sizes"]["fp32"] / out["sizes"]["int8"]  # the folders' size ratio
-    out["weight_format"] = json.loads((folders["int8"] / "deploy.json").read_text())["weight_format"]
+    out["sizes"]["fp32_over_int8"] = out["sizes"]["fp32"] / out["sizes"][q]  # the folders' size ratio
+    out["weight_format"] = json.loads((folders[q] / "deploy.json").read_text())["weight_format"]
+    out["quantized_runner"] = q
+    out["text_prompt"] = TEXT_PROMPT if text is not None else None
     return out
 
 
@@ -171,6 +227,9 @@ def markdown(name: str, result: dict[str, Any]) -> str:
     """A readable summary of one :func:`bench_deploy` result (plus the run's header)."""
     lines = [f"# Deployment benchmark `{name}`", "", f"machine: {result['machine']}", "",
              f"weight format: {result.get('weight_format', 'auto')}", ""]  # fmt: skip
+    if result.get("text_prompt"):
+        lines += [f"text-conditioned: the exact export is the quantized runner (no int8-conv export); every run "
+                  f"takes the embeddings of {result['text_prompt']!r}, no guidance", ""]  # fmt: skip
     steps = result["config"]["steps"]
     lines += ["## UNet forward (ms, median)", "", *_table(result["forward_ms"]), "",
               f"## Whole sampling run ({steps} steps, s)", "", *_table(result["sampling_s"])]  # fmt: skip
@@ -201,5 +260,6 @@ _COLS = ("int8", "int8_exact", "fp32", "torch_fp32")
 
 def _table(rows: dict[str, dict[str, float]]) -> list[str]:
     """Markdown lines: one row per batch size, one column per runner."""
-    head = ["| batch | " + " | ".join(_COLS) + " |", "|---" * (len(_COLS) + 1) + "|"]
-    return head + [f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in _COLS) + " |" for batch, row in rows.items()]
+    cols = [c for c in _COLS if c in next(iter(rows.values()))]  # a text model has no int8-conv export
+    head = ["| batch | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    return head + [f"| {batch} | " + " | ".join(f"{row[c]:.2f}" for c in cols) + " |" for batch, row in rows.items()]

@@ -207,9 +207,25 @@ def test_bench_deploy_on_a_pipeline_folder(folders, tmp_path):
     assert result["weight_format"] == "uint4" and sizes["fp32_over_int8"] == sizes["fp32"] / sizes["int8"] > 1
 
 
+def test_bench_deploy_of_a_text_unet_times_its_exact_graphs_on_a_prompt(folders, tmp_path):
+    pytest.importorskip("onnxruntime")
+    assert main(["bench-deploy", "--quantized", str(folders["q_text"]), "--quick", "--name", "sd",
+                 "--out-dir", str(tmp_path)]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "deploy_sd.json").read_text())
+    assert result["quantized_runner"] == "int8_exact" and result["text_prompt"]
+    assert set(result["forward_ms"]["batch_1"]) == {"int8_exact", "fp32", "torch_fp32"}
+    assert result["sizes"]["fp32_over_int8"] == result["sizes"]["fp32"] / result["sizes"]["int8_exact"] > 1
+    assert all(v["int8_exact"] > 30 for v in result["psnr_vs_torch"].values())  # ORT against PyTorch, same noise
+    assert result["speedup"]["forward"]["batch_1"] > 0
+    assert "text-conditioned: the exact export" in (tmp_path / "deploy_sd.md").read_text()
+
+
 def test_text_models_get_a_clear_error_where_a_command_does_not_apply(folders, tmp_path, caplog):
-    assert main(["bench-deploy", "--quantized", str(folders["q_text"]), "--out-dir", str(tmp_path)]) == 2
-    assert "`adpdm export` writes its graphs" in caplog.text
+    onnx = tmp_path / "onnx"
+    assert main(["export", "--quantized", str(folders["q_text"]), "--out", str(onnx)]) == 0
+    assert main(["sample", "--quantized", str(folders["q_text"]), "--backend", "onnxruntime", "--onnx", str(onnx),
+                 "--prompts", str(folders["prompts"]), "--out", str(tmp_path / "g.png")]) == 2  # fmt: skip
+    assert "`adpdm bench-deploy` samples its graphs" in caplog.text
     assert main(["bench", "--quick", "--models", str(folders["text"]), "--out", str(tmp_path)]) == 2
     assert "`adpdm bench` compares methods on unconditional and class-conditional models" in caplog.text
 
