@@ -120,12 +120,25 @@ def generate(
         if state is not None:
             raise ValueError("text-conditioned pipelines sample in one process: launch without accelerate")
         return _generate_text(model, unet, num, cfg, list(cond.prompts), progress)
-    kw = dict(labels=cond.labels, num_classes=model.num_classes, null_class=model.null_class, progress=progress)
+    kw = dict(labels=cond.labels, num_classes=model.num_classes, null_class=model.null_class, progress=progress,
+              clamp=not model.latent)  # fmt: skip
     if state is None:
-        return sample(unet, model.scheduler_config, num, cfg, **kw)
-    from .distributed import sample_distributed
+        out = sample(unet, model.scheduler_config, num, cfg, **kw)
+    else:
+        from .distributed import sample_distributed
 
-    return sample_distributed(unet, model.scheduler_config, num, cfg, state=state, **kw)
+        out = sample_distributed(unet, model.scheduler_config, num, cfg, state=state, **kw)
+    return decode_latents(model, out, cfg.batch_size) if model.latent else out
+
+
+@torch.no_grad()
+def decode_latents(model: DiffusionModel, out: SampleOutput, batch_size: int) -> SampleOutput:
+    """Images in [-1, 1] from the latents of a latent model (its pipeline's VAE, ``batch_size`` at a time)."""
+    vae = model.pipeline.vae
+    scale = float(vae.config.get("scaling_factor", 1.0))
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    images = [vae.decode(z.to(device, dtype) / scale).sample.float().cpu() for z in out.images.split(batch_size)]
+    return SampleOutput(images=torch.cat(images).clamp(-1.0, 1.0), labels=out.labels)
 
 
 @torch.no_grad()

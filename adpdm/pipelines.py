@@ -31,7 +31,7 @@ from torch import nn
 from .calib.data import CalibrationSet
 from .config import QuantConfig
 from .context import current_step, step_context
-from .models.unet import unet_of
+from .models.unet import is_transformer, unet_of
 from .ptq import CalibConfig, PTQResult, run_ptq
 from .recon.reconstruct import ReconConfig
 
@@ -107,9 +107,6 @@ def track_steps(pipe: Any) -> StepTracker:
     tracker = StepTracker(unet, pipe.scheduler)
     setattr(pipe, TRACKER_ATTR, tracker)
     return tracker
-
-
-SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
 
 
 def _unet_of(pipe: Any) -> nn.Module:
@@ -237,6 +234,10 @@ def quantize_pipeline(
     of inference steps as ``cfg.num_steps``.
     """
     unet = _unet_of(pipe)
+    if is_transformer(unet):
+        raise ValueError(f"{type(pipe).__name__}: quantize_pipeline records a UNet pipeline's own calls; quantize "
+                         "a DiT with run_ptq on load_model(folder).unet, as `adpdm quantize --model FOLDER` "
+                         "does")  # fmt: skip
     calib = calib or CalibConfig(calib_steps=min(10, cfg.num_steps))
     calib = dataclasses.replace(calib, sampler=dataclasses.replace(calib.sampler, num_steps=cfg.num_steps))
     data = record_pipeline(pipe, cfg.num_steps, calib.num_samples, prompts, guidance_scale, seed=calib.sampler.seed)

@@ -246,7 +246,10 @@ def _denoise(
     with step_context(k):
         if callback is not None:
             callback(k, t, inputs)
-        eps = unet(inputs.sample, inputs.timestep, class_labels=inputs.class_labels).sample.float()
+        t_in = inputs.timestep.expand(len(inputs.sample))  # one per row: transformers need a 1-d timestep
+        eps = unet(inputs.sample, t_in, class_labels=inputs.class_labels).sample.float()
+    if eps.shape[1] == 2 * x.shape[1]:  # a learned variance after eps (DiT's learn_sigma): keep eps
+        eps = eps[:, : x.shape[1]]
     if guided:
         eps_c, eps_u = eps.chunk(2)
         eps = eps_u + cfg.guidance_scale * (eps_c - eps_u)
@@ -268,6 +271,7 @@ def sample(
     callback: Callback | None = None,
     sample_shape: tuple[int, int, int] | None = None,
     first: int = 0,
+    clamp: bool = True,
 ) -> SampleOutput:
     """Draw ``num`` samples from a denoiser with common random numbers.
 
@@ -290,6 +294,7 @@ def sample(
         first: global index of the first sample: samples ``first .. first + num - 1`` are drawn,
             each from its own keyed noise and label, so shards of a run (``first`` at batch
             boundaries) reproduce it exactly (see :mod:`adpdm.distributed`).
+        clamp: clamp the final samples to [-1, 1] (pixels); False for latents a VAE decodes.
 
     Example::
 
@@ -321,7 +326,7 @@ def sample(
                 else:
                     x = ddpm_step(scheduler, eps, t, x, step_noise(n, shape, cfg.seed, k, first + start).to(device))
                 bar.update(1)
-            batches.append(x.clamp(-1.0, 1.0).float().cpu())
+            batches.append((x.clamp(-1.0, 1.0) if clamp else x).float().cpu())
     return SampleOutput(images=torch.cat(batches), labels=y_all)
 
 

@@ -66,6 +66,33 @@ def sd_folder(path: Path) -> Path:
     return path
 
 
+def tiny_dit(in_channels: int = 4, learn_sigma: bool = True):
+    """A class-conditional DiT of two blocks on 16x16 latents, patch 4, 10 classes plus the null label."""
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    return DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=in_channels,
+        out_channels=2 * in_channels if learn_sigma else in_channels, num_layers=2, sample_size=16, patch_size=4,
+        num_embeds_ada_norm=10,
+    ).eval()  # fmt: skip
+
+
+def dit_folder(path: Path) -> Path:
+    """A latent ``DiTPipeline`` folder: the tiny DiT (learned variance, as the released DiTs) and a tiny VAE."""
+    from diffusers import AutoencoderKL, DiTPipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=8, sample_size=32,
+    ).eval()  # fmt: skip
+    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
+    DiTPipeline(transformer=tiny_dit(), vae=vae, scheduler=scheduler).save_pretrained(path)
+    return path
+
+
 class _PooledPixels(torch.nn.Module):
     """A stand-in for the FID Inception network: (N, 3, 299, 299) -> (N, 2048) pooled pixels."""
 

@@ -85,7 +85,7 @@ def test_quantize_pipeline_in_place_then_save_and_load(tmp_path, kind: str) -> N
 
 
 def test_pipeline_errors() -> None:
-    with pytest.raises(ValueError, match="has no `unet`"):
+    with pytest.raises(ValueError, match="has no denoiser"):
         track_steps(object())
     pipe = _pipe("ddpm")
     with pytest.raises(ValueError, match="non-empty"):

@@ -102,7 +102,7 @@ def _conditioning(model: DiffusionModel, batch: int, text: torch.Tensor | None) 
 
 
 def _forward(denoiser: Any, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> Callable[[], Any]:
-    t = torch.tensor(500)
+    t = torch.full((x.shape[0],), 500)  # one per row: transformers need a 1-d timestep
 
     def run() -> Any:
         with torch.no_grad(), step_context(0):

@@ -23,7 +23,7 @@ from typing import Any
 
 import onnx
 import torch
-from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 from ..nn.layers import QuantConv2d
@@ -75,7 +75,10 @@ TEXT_TOKENS = 77  # the traced sequence length of the text embeddings (CLIP's); 
 
 
 def has_class_labels(unet: UNet2DModel) -> bool:
-    """Whether the UNet takes class labels (``num_class_embeds`` or a ``class_embed_type``)."""
+    """Whether the denoiser takes class labels (a DiT, or a UNet with ``num_class_embeds`` or a
+    ``class_embed_type``)."""
+    if isinstance(unet, DiTTransformer2DModel):
+        return True
     if isinstance(unet, UNet2DConditionModel):
         return False
     return unet.config.num_class_embeds is not None or unet.config.class_embed_type is not None
@@ -84,10 +87,9 @@ def has_class_labels(unet: UNet2DModel) -> bool:
 def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
     """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch (and
     dynamic token count of a text-conditioned UNet's ``encoder_hidden_states``)."""
-    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
-        raise TypeError(
-            f"ONNX export supports diffusers UNet2DModel and UNet2DConditionModel, got {type(unet).__name__}"
-        )
+    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel, DiTTransformer2DModel)):
+        raise TypeError("ONNX export supports diffusers UNet2DModel, UNet2DConditionModel and DiTTransformer2DModel, "
+                        f"got {type(unet).__name__}")  # fmt: skip
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
     hw = (size, size) if isinstance(size, int) else size

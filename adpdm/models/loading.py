@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from .unet import unet_of
+from .unet import is_transformer, unet_of
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class DiffusionModel:
         num_classes: labels ``0 .. num_classes - 1`` of a class-conditional model, else ``None``.
         null_class: the unconditional label of classifier-free guidance (``None``: no guidance).
         pipeline: the diffusers pipeline it came from (``None`` for embedded models); text
-            models sample through it (text encoder, VAE).
+            models sample through it (text encoder, VAE), and a latent DiT's samples are decoded by
+            its VAE.
     """
 
     spec: str
@@ -56,6 +57,12 @@ class DiffusionModel:
         if type(self.unet).__name__ == "UNet2DConditionModel":
             return "text"
         return "class" if self.num_classes is not None else "unconditional"
+
+    @property
+    def latent(self) -> bool:
+        """Whether the denoiser works on latents that the pipeline's VAE decodes (a latent DiT; text
+        pipelines decode through their own call)."""
+        return self.kind != "text" and getattr(self.pipeline, "vae", None) is not None
 
     @property
     def conditional(self) -> bool:
@@ -97,8 +104,11 @@ def load_model(spec: str, null_class: int | None = None) -> DiffusionModel:
             raise ValueError(f"--null-class {null_class} does not apply to {spec} (its null class is {m.null_class})")
         return DiffusionModel(spec, m.unet, dict(m.scheduler_config), m.num_classes, m.null_class)
     pipe = load_pipeline(spec)
-    unet = pipe.unet.float().eval()
+    unet = unet_of(pipe).float().eval()
     scheduler_config = dict(pipe.scheduler.config)
+    if is_transformer(unet):
+        num_classes, null = _dit_classes(spec, unet, null_class)
+        return DiffusionModel(spec, unet, scheduler_config, num_classes, null, pipeline=pipe.to("cpu"))
     if type(unet).__name__ == "UNet2DConditionModel":
         if null_class is not None:
             raise ValueError(f"--null-class is for class-conditional models; {spec} is text-conditioned")
@@ -108,6 +118,18 @@ def load_model(spec: str, null_class: int | None = None) -> DiffusionModel:
         return DiffusionModel(spec, unet, scheduler_config, pipeline=pipe.to("cpu"))
     num_classes = _class_count(spec, unet, null_class)
     return DiffusionModel(spec, unet, scheduler_config, num_classes, null_class, pipeline=pipe)
+
+
+def _dit_classes(spec: str, dit: nn.Module, null_class: int | None) -> tuple[int, int | None]:
+    """Classes of a DiT and its null label: the extra row of its label table (``num_embeds_ada_norm``
+    classes; the table holds one more when it was trained with label dropout)."""
+    n = int(dit.config.num_embeds_ada_norm)
+    table = dit.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.num_embeddings
+    null = n if table > n else None
+    if null_class is not None and null_class != null:
+        raise ValueError(f"--null-class {null_class} does not apply to {spec}: its null label is "
+                         f"{null if null is not None else 'absent (no guidance)'}; drop the flag")  # fmt: skip
+    return n, null
 
 
 def _class_count(spec: str, unet: nn.Module, null_class: int | None) -> int | None:

@@ -1,28 +1,44 @@
-"""diffusers UNet specifics: supported classes, first/last layers, skip-connection splits."""
+"""diffusers denoiser specifics: supported classes, first/last layers, skip-connection splits.
+
+The denoisers are UNets (``UNet2DModel``, text-conditioned ``UNet2DConditionModel``) and the
+class-conditional diffusion transformer ``DiTTransformer2DModel`` (a pipeline's ``unet`` or
+``transformer``). The rest of adpdm calls any of them "the unet" of a model.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 SUPPORTED_UNETS: dict[str, type[nn.Module]] = {
     "UNet2DModel": UNet2DModel,
     "UNet2DConditionModel": UNet2DConditionModel,
+    "DiTTransformer2DModel": DiTTransformer2DModel,
 }
+TRANSFORMERS = ("DiTTransformer2DModel",)
 
-FIRST_LAST_LAYERS = ("conv_in", "conv_out")
+# the field's protocol keeps these at 8 bits: a UNet's first and last convolutions, a DiT's patch
+# embedding and final projection (module names are unique to each family)
+FIRST_LAST_LAYERS = ("conv_in", "conv_out", "pos_embed.proj", "proj_out_2")
+
+
+def is_transformer(model: nn.Module) -> bool:
+    """Whether ``model`` is a diffusion transformer (patches and transformer blocks, no convolutions
+    after the patch embedding)."""
+    return type(model).__name__ in TRANSFORMERS
 
 
 def unet_of(pipe: Any) -> nn.Module:
-    """The supported UNet of a diffusers pipeline; a ``ValueError`` naming the pipeline's denoiser class
-    and the supported ones for any other (a transformer such as DiT or PixArt, a 3-D UNet)."""
-    unet = getattr(pipe, "unet", None)
-    if isinstance(unet, nn.Module) and type(unet).__name__ in SUPPORTED_UNETS:
-        return unet
-    denoiser = unet if isinstance(unet, nn.Module) else getattr(pipe, "transformer", None)
-    found = f"its denoiser is {type(denoiser).__name__}" if isinstance(denoiser, nn.Module) else "it has no `unet`"
+    """The supported denoiser of a diffusers pipeline (its ``unet`` or ``transformer``); a ``ValueError``
+    naming the pipeline's denoiser class and the supported ones for any other (PixArt, SD3, a 3-D UNet)."""
+    denoiser = getattr(pipe, "unet", None)
+    if not isinstance(denoiser, nn.Module):
+        denoiser = getattr(pipe, "transformer", None)
+    if isinstance(denoiser, nn.Module) and type(denoiser).__name__ in SUPPORTED_UNETS:
+        return denoiser
+    found = f"its denoiser is {type(denoiser).__name__}" if isinstance(denoiser, nn.Module) else "it has no denoiser"
     raise ValueError(f"{type(pipe).__name__}: {found}; adpdm quantizes pipelines whose denoiser is one of "
                      f"{sorted(SUPPORTED_UNETS)}")  # fmt: skip
 
@@ -41,6 +57,8 @@ def skip_concat_splits(unet: nn.Module) -> dict[str, int]:
     directly. ``hidden`` has the output channels of the module that ran just before.
     """
     splits: dict[str, int] = {}
+    if not hasattr(unet, "up_blocks"):  # a transformer has no skip concatenations
+        return splits
     mid = getattr(unet, "mid_block", None)
     if mid is not None and getattr(mid, "resnets", None):
         prev = mid.resnets[-1].out_channels

@@ -1,13 +1,15 @@
-"""Reconstruction units of a diffusers UNet, in execution order.
+"""Reconstruction units of a diffusers UNet or DiT, in execution order.
 
 A unit is a residual block, an attention / transformer block, or a single quantized layer
-outside any block (conv_in, the time embedding, down/upsampler convolutions, conv_out).
+outside any block (conv_in, the time embedding, down/upsampler convolutions, conv_out; a DiT's
+patch embedding and final projections).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -15,7 +17,8 @@ from torch import nn
 
 from ..nn.layers import QuantLayer
 
-BLOCK_TYPES: tuple[type[nn.Module], ...] = (ResnetBlock2D, Attention, Transformer2DModel)
+# outermost first: a UNet's Transformer2DModel holds BasicTransformerBlocks, a DiT's blocks are units
+BLOCK_TYPES: tuple[type[nn.Module], ...] = (ResnetBlock2D, Attention, Transformer2DModel, BasicTransformerBlock)
 
 
 @dataclass
@@ -32,7 +35,7 @@ def _kind(module: nn.Module) -> str:
         return "resnet"
     if isinstance(module, Attention):
         return "attention"
-    if isinstance(module, Transformer2DModel):
+    if isinstance(module, (Transformer2DModel, BasicTransformerBlock)):
         return "transformer"
     return "layer"
 

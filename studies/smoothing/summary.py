@@ -33,8 +33,9 @@ for method in ("adpdm", "qdiffusion"):
         smooth = [table[(method, f"{preset}-smooth", d)] for d in draws]
         diff = [b - a for a, b in zip(plain, smooth, strict=True)]
         fmt = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
+        up = f"{st.mean(diff):+.2f}, {sum(x > 0 for x in diff)}/{len(diff)}"
         print(f"| {method} | {preset} | {fmt(plain)} ({st.mean(plain):.2f}) | {fmt(smooth)} ({st.mean(smooth):.2f}) "
-              f"| {' / '.join(f'{x:+.2f}' for x in diff)} | {st.mean(diff):+.2f}, {sum(x > 0 for x in diff)}/{len(diff)} |")
+              f"| {' / '.join(f'{x:+.2f}' for x in diff)} | {up} |")
 for preset in ("w8a6", "w6a6", "w4a8"):
     for suffix in ("", "-smooth"):
         p = preset + suffix

@@ -249,15 +249,3 @@ def test_a_ddpm_pipeline_folder(tmp_path):
     for scheduler in ("ddim", "ddpm"):
         out = tmp_path / f"{scheduler}.png"
         assert main(["sample", "--quantized", str(q), "--scheduler", scheduler, "--num", "2", "--out", str(out)]) == 0
-
-
-def test_a_transformer_pipeline_is_refused_naming_its_denoiser(tmp_path, caplog):
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                        num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10)  # fmt: skip
-    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4)
-    DiTPipeline(transformer, vae, DDIMScheduler()).save_pretrained(tmp_path / "dit")
-    assert main(["quantize", "--model", str(tmp_path / "dit"), "--out", str(tmp_path / "q"), *QUICK]) == 2
-    assert "its denoiser is DiTTransformer2DModel" in caplog.text and "UNet2DModel" in caplog.text
-    assert not (tmp_path / "q").exists()
