@@ -34,13 +34,17 @@ for method in ("adpdm", "qdiffusion"):
         diff = [b - a for a, b in zip(plain, smooth, strict=True)]
         fmt = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
         up = f"{st.mean(diff):+.2f}, {sum(x > 0 for x in diff)}/{len(diff)}"
-        print(f"| {method} | {preset} | {fmt(plain)} ({st.mean(plain):.2f}) | {fmt(smooth)} ({st.mean(smooth):.2f}) "
-              f"| {' / '.join(f'{x:+.2f}' for x in diff)} | {up} |")
+        print(
+            f"| {method} | {preset} | {fmt(plain)} ({st.mean(plain):.2f}) | {fmt(smooth)} ({st.mean(smooth):.2f}) "
+            f"| {' / '.join(f'{x:+.2f}' for x in diff)} | {up} |"
+        )
 for preset in ("w8a6", "w6a6", "w4a8"):
     for suffix in ("", "-smooth"):
         p = preset + suffix
         draws = [d for d in (1, 2, 3, 4) if ("adpdm", p, d) in table and ("qdiffusion", p, d) in table]
         if draws:
             diff = [table[("adpdm", p, d)] - table[("qdiffusion", p, d)] for d in draws]
-            print(f"adpdm minus qdiffusion, {p}: {' / '.join(f'{x:+.2f}' for x in diff)} (mean {st.mean(diff):+.2f}, "
-                  f"{sum(x > 0 for x in diff)}/{len(diff)} ahead)")
+            print(
+                f"adpdm minus qdiffusion, {p}: {' / '.join(f'{x:+.2f}' for x in diff)} (mean {st.mean(diff):+.2f}, "
+                f"{sum(x > 0 for x in diff)}/{len(diff)} ahead)"
+            )
