@@ -19,7 +19,7 @@ import torch
 
 from adpdm.training import TrainConfig, train_ddpm
 
-MODELS = {"mnist": False, "mnist-cond": True}  # name -> class-conditional
+MODELS = {"mnist": ("unet", False), "mnist-cond": ("unet", True), "mnist-dit": ("dit", True)}  # (arch, conditional)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    arch, conditional = MODELS[args.name]
     cfg = TrainConfig(
-        conditional=MODELS[args.name],
+        arch=arch,
+        conditional=conditional,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,

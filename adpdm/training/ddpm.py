@@ -1,8 +1,9 @@
 """Train a small DDPM (epsilon prediction) on MNIST: the project's embedded default models.
 
 The network is the DDPM CIFAR-10 UNet in miniature: residual blocks, three resolutions
-(32, 16, 8) and self-attention at 16x16 and 8x8. Training keeps an exponential moving
-average (EMA) of the weights; the EMA weights are the ones saved and shipped.
+(32, 16, 8) and self-attention at 16x16 and 8x8; or (``arch="dit"``) a class-conditional
+diffusion transformer (diffusers' DiT: patches, adaLN-Zero blocks). Training keeps an exponential
+moving average (EMA) of the weights; the EMA weights are the ones saved and shipped.
 
 A checkpoint (``checkpoint.safetensors``: weights, EMA, AdamW moments, RNG states) is
 written every ``checkpoint_every`` steps, and ``train_ddpm`` resumes from it, so a crash
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -40,6 +41,7 @@ class TrainConfig:
     """Everything that defines one DDPM training run (saved beside the weights).
 
     Args:
+        arch: ``"unet"`` or ``"dit"`` (class-conditional only: ``conditional`` must be True).
         conditional: class-conditional model (``num_class_embeds=11``: digits 0-9 plus the
             null label 10) trained with label dropout for classifier-free guidance. Default False.
         steps: optimisation steps. Default 6000.
@@ -47,8 +49,12 @@ class TrainConfig:
         lr: peak AdamW learning rate, reached after ``warmup_steps`` and then cosine-decayed
             to ``lr * min_lr_ratio``. Default 1e-3.
         ema_decay: EMA decay (ramped up as ``(1 + k) / (10 + k)`` early on). Default 0.999.
-        label_dropout: probability that a label is replaced by the null label. Default 0.1.
+        label_dropout: probability that a label is replaced by the null label. Default 0.1. A DiT
+            drops its labels itself (diffusers' label embedding, probability 0.1, null label 10),
+            so this setting is not applied to it.
         block_out_channels, layers_per_block, norm_num_groups, attention_head_dim: UNet shape.
+        patch_size, dit_layers, dit_heads, dit_head_dim: DiT shape (patches of the 32x32 image,
+            transformer blocks, attention heads and their width; hidden size heads x width).
         log_every: steps between loss lines in ``train_log.txt``. Default 50.
         checkpoint_every: steps between checkpoints. Default 250.
         seed: seeds the weights, the batches, the noise and the timesteps. Default 0.
@@ -64,6 +70,7 @@ class TrainConfig:
             are drawn on this device, so a run is reproducible per device type. Default "cpu".
     """
 
+    arch: str = "unet"
     conditional: bool = False
     steps: int = 6000
     batch_size: int = 128
@@ -81,6 +88,10 @@ class TrainConfig:
     layers_per_block: int = 1
     norm_num_groups: int = 8
     attention_head_dim: int = 32
+    patch_size: int = 2
+    dit_layers: int = 6
+    dit_heads: int = 4
+    dit_head_dim: int = 32
     split: str = "train"
     log_every: int = 50
     checkpoint_every: int = 250
@@ -92,6 +103,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        if self.arch not in ("unet", "dit"):
+            raise ValueError(f"arch must be 'unet' or 'dit', got {self.arch!r}")
+        if self.arch == "dit" and not self.conditional:
+            raise ValueError("a DiT is class-conditional: set conditional=True")
+        if self.arch == "dit" and 32 % self.patch_size:
+            raise ValueError(f"patch_size must divide 32, got {self.patch_size}")
         positive = ("steps", "batch_size", "num_train_timesteps", "log_every", "checkpoint_every")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -130,8 +147,20 @@ class TrainResult:
     wall_time_s: float  # time spent in this call (a resumed run counts only its own part)
 
 
-def build_unet(cfg: TrainConfig) -> UNet2DModel:
-    """The UNet for ``cfg``: attention at every resolution but the first (32x32)."""
+def build_unet(cfg: TrainConfig) -> UNet2DModel | DiTTransformer2DModel:
+    """The denoiser for ``cfg``: a UNet with attention at every resolution but the first (32x32), or a
+    DiT (``arch="dit"``) predicting eps only (no learned variance) with labels 0-9 and the null label 10."""
+    if cfg.arch == "dit":
+        return DiTTransformer2DModel(
+            num_attention_heads=cfg.dit_heads,
+            attention_head_dim=cfg.dit_head_dim,
+            in_channels=1,
+            out_channels=1,
+            num_layers=cfg.dit_layers,
+            sample_size=32,
+            patch_size=cfg.patch_size,
+            num_embeds_ada_norm=NUM_CLASSES,
+        )
     n = len(cfg.block_out_channels)
     return UNet2DModel(
         sample_size=32,
@@ -203,6 +232,8 @@ def _batch(
     if not cfg.conditional:
         return images[idx], None
     y = labels[idx].clone()
+    if cfg.arch == "dit":  # its label embedding drops labels itself while training
+        return images[idx], y
     y[torch.rand(cfg.batch_size, generator=gen, device=images.device) < cfg.label_dropout] = NULL_CLASS
     return images[idx], y
 

@@ -52,6 +52,27 @@ def test_train_writes_the_ema_model(tmp_path, conditional: bool) -> None:
     assert "step 1 loss" in log and "step 4 loss" in log
 
 
+def test_train_a_dit_that_the_pipeline_loads_with_its_null_label(tmp_path) -> None:
+    from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+    from adpdm.models.loading import load_model
+
+    cfg = tiny_config(arch="dit", conditional=True, patch_size=8, dit_layers=1, dit_heads=2, dit_head_dim=8)
+    result = train_ddpm(cfg, tmp_path / "dit", data=tiny_data())
+    assert result.steps == 4 and math.isfinite(result.final_loss)
+    dit = DiTTransformer2DModel.from_pretrained(tmp_path / "dit", low_cpu_mem_usage=False)
+    assert dit.config.out_channels == 1 and dit.config.patch_size == 8
+    # label 10 is the trained null label: a DiT folder of it samples with guidance
+    from diffusers import AutoencoderKL, DiTPipeline
+
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=1)
+    DiTPipeline(dit, vae, DDIMScheduler.from_pretrained(tmp_path / "dit")).save_pretrained(tmp_path / "pipe")
+    model = load_model(str(tmp_path / "pipe"))
+    assert (model.num_classes, model.null_class) == (10, 10)
+    with pytest.raises(ValueError, match="class-conditional"):
+        TrainConfig(arch="dit")
+
+
 def test_checkpoint_holds_ema_distinct_from_weights_and_resume_is_exact(tmp_path, monkeypatch) -> None:
     cfg, data = tiny_config(), tiny_data()
     straight = train_ddpm(cfg, tmp_path / "straight", data=data)
@@ -93,7 +114,15 @@ def test_label_dropout_rate() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(steps=0), dict(ema_decay=1.0), dict(label_dropout=-0.1), dict(norm_num_groups=5), dict(lr=0.0)],
+    [
+        dict(steps=0),
+        dict(ema_decay=1.0),
+        dict(label_dropout=-0.1),
+        dict(norm_num_groups=5),
+        dict(lr=0.0),
+        dict(arch="vit"),
+        dict(arch="dit", conditional=True, patch_size=3),
+    ],  # fmt: skip
 )
 def test_config_validation(kw: dict) -> None:
     with pytest.raises(ValueError):
