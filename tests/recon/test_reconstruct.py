@@ -214,3 +214,53 @@ def test_named_budgets():
     assert ReconConfig.budget("default", seed=3).seed == 3 and ReconConfig().iters == BUDGETS["default"]
     with pytest.raises(ValueError, match="unknown reconstruction budget"):
         ReconConfig.budget("huge")
+
+
+def test_votes_take_the_majority_rounding_and_the_geometric_mean_scale(monkeypatch):
+    import adpdm.recon.reconstruct as rec
+
+    unet, calib, units = _calibrated(groups=2)
+    unit = next(u for u in units if u.kind == "resnet")
+    layers = [m for m in unit.module.modules() if isinstance(m, adpdm.nn.layers.QuantLayer)]
+    quantizers = [m for m in unit.module.modules() if isinstance(m, adpdm.nn.act_quant.ActQuantizer)]
+    lay, q = layers[0], quantizers[0]
+    w = lay.weight_to_quantize()
+    start_up = torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    lay.weight_quant.set_rounding_up(w, start_up)
+    snap = rec._snapshot(layers, quantizers, [])
+    start_scale = q.scale.detach().clone()
+    votes = [torch.rand(w.shape, generator=torch.Generator().manual_seed(v)) > 0.5 for v in (1, 2, 3)]
+    seen = []
+
+    def fake_optimise(*args, **kwargs):  # each vote decides its own rounding and doubles the scale (or halves it)
+        vote = args[-1]
+        seen.append((vote, args[7] is None))
+        assert torch.equal(lay.weight_quant.rounding >= 0, start_up)  # every vote starts from the start
+        lay.weight_quant.set_rounding_up(w, votes[vote])
+        with torch.no_grad():
+            q.scale.mul_(2.0 if vote != 1 else 0.5)
+
+    monkeypatch.setattr(rec, "_optimise", fake_optimise)
+    cfg = dataclasses.replace(CFG, votes=3)
+    rec._vote(unit, None, None, None, None, layers, quantizers, None, cfg, 0, None, snap)
+    majority = (votes[0].int() + votes[1].int() + votes[2].int()) >= 2
+    assert torch.equal(lay.weight_quant.rounding >= 0, majority)
+    torch.testing.assert_close(q.scale, start_scale * 2 ** (1 / 3))  # geometric mean of 2, 0.5 and 2
+    assert [v for v, _ in seen] == [0, 1, 2]
+    # two votes that disagree keep the start's rounding there
+    seen.clear()
+    rec._restore(snap, layers, quantizers, [])
+    rec._vote(unit, None, None, None, None, layers, quantizers, None, dataclasses.replace(CFG, votes=2), 0, None, snap)
+    agree = votes[0] == votes[1]
+    expected = torch.where(agree, votes[0], start_up)
+    assert torch.equal(lay.weight_quant.rounding >= 0, expected)
+    with pytest.raises(ValueError, match="votes"):
+        ReconConfig(votes=0)
+
+
+def test_reconstruction_with_votes_never_ends_worse_than_its_start():
+    unet, calib, units = _calibrated(groups=2)
+    losses = reconstruct(unet, units, calib, dataclasses.replace(CFG, rounding="sign", votes=3), CPU, progress=False,
+                         search_groups=True)  # fmt: skip
+    assert all(loss.rec_after <= loss.rec_before for loss in losses)
+    assert any(loss.kept == "reconstructed" for loss in losses)
