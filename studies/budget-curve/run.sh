@@ -3,7 +3,7 @@
 # W4A8 and W6A6, calibration draws 1-2, 128 samples of validation noise (seed 7), PSNR against FP; one process
 # per method, one thread each.
 #   iterations: 50 and 200 per unit (W4A8 draw 1 also 1000), 32 calibration trajectories (the default);
-#   rows: 128 calibration trajectories (4x the rows) at 50 iterations.
+#   rows: 128 calibration trajectories (8x the benchmark's 16) at 50 iterations.
 # Usage: bash studies/budget-curve/run.sh   (finished runs are kept: --resume)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

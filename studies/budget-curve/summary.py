@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).parent
-RUNS = (("iters50", "50 x 1, 32 trajectories"), ("iters200", "200 x 1, 32 trajectories"),
-        ("iters1000", "1000 x 1, 32 trajectories"), ("rows128", "50 x 1, 128 trajectories"))  # fmt: skip
+RUNS = (("iters50", "50 x 1, 16 trajectories"), ("iters200", "200 x 1, 16 trajectories"),
+        ("iters1000", "1000 x 1, 16 trajectories"), ("rows128", "50 x 1, 128 trajectories"))  # fmt: skip
 
 print(
     "| method | preset | draw | budget (iterations x votes, rows) | PSNR (dB) | calibration (s) | held-out error "
