@@ -70,7 +70,6 @@ logger = logging.getLogger(__name__)
 # settings deleted after they lost on validation noise (in 0.6.0), with the value that lives on
 DELETED_SETTINGS = {"row_error": "sampler", "accept_on": "unit", "sign_momentum": 0.0}
 SPLIT_STREAM = 0x5EED_0000  # offsets the held-out split's seed from the row sampler's
-VOTE_STREAM = 0x0707_0000  # offsets the row sampler of each further vote (ReconConfig.votes)
 # Named reconstruction budgets: iterations per unit (what each costs: docs/methods.md, studies/budget-curve).
 # iterations per unit, named by what they cost: on embedded:mnist at W4A8, one core, about 1, 3 and 11 minutes
 # of calibration; neither 200 nor 1000 moved the samples beyond the reconstruction's seed spread there
@@ -120,10 +119,6 @@ class ReconConfig:
             on the fit rows themselves.
         capture_batch: batch size of the capture forward passes.
         seed: seed of the row sampling and of the held-out split (per unit: seed and unit index).
-        votes: independent optimisations of each unit from the same start, each on its own row
-            sampling (``iters`` each); the rounding of every weight is the majority's (the start's on
-            a tie) and each activation scale the geometric mean of the votes'. With the group search
-            the first vote searches and hardens the step->group table, and the others fit to it.
         sample_judge: fresh trajectories of the calibration sampler whose final samples judge two
             whole-model choices (:mod:`.start`): the activation ranges to start from (``start``) and
             whether the reconstructed model is kept over its start (it is only if its samples are at
@@ -153,7 +148,6 @@ class ReconConfig:
     seed: int = 0
     sample_judge: int = 32
     start: str = "best"
-    votes: int = 1
 
     def __post_init__(self) -> None:
         if self.start not in STARTS:
@@ -168,7 +162,7 @@ class ReconConfig:
             raise ValueError(f"ReconConfig.sample_judge must be >= 0, got {self.sample_judge}")
         if self.start == "best" and self.sample_judge == 0:
             raise ValueError('ReconConfig.start "best" needs sample_judge > 0 (or start="recipe")')
-        for name in ("iters", "batch_size", "capture_batch", "votes"):
+        for name in ("iters", "batch_size", "capture_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ReconConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr_rounding", "lr_scale", "lr_alpha", "tau_start", "tau_end"):
@@ -389,10 +383,7 @@ def reconstruct_unit(
     search_iters = max(1, round(cfg.iters * cfg.search_fraction))
     search = GroupSearch(parts, index, total_units, search_iters, cfg.tau_start, cfg.tau_end, cfg.entropy_weight,
                          fit_before) if parts else None  # fmt: skip
-    if cfg.votes == 1:
-        _optimise(unit, inputs, target, steps, fit, layers, quantizers, search, cfg, index, weights)
-    else:
-        _vote(unit, inputs, target, steps, fit, layers, quantizers, search, cfg, index, weights, snap)
+    _optimise(unit, inputs, target, steps, fit, layers, quantizers, search, cfg, index, weights)
     masks = [m for m in (lay.weight_quant.undecided() for lay in layers) if m is not None]
     undecided = sum(int(m.sum()) for m in masks) / max(1, sum(m.numel() for m in masks)) if masks else None
     # 3. harden (rounding and table) and measure what would be frozen
@@ -450,13 +441,12 @@ def _optimise(
     cfg: ReconConfig,
     index: int,
     weights: torch.Tensor | None = None,
-    vote: int = 0,
 ) -> None:
     """``cfg.iters`` steps on batches of the fit rows; the unit ends CALIBRATED (hard, not hardened)."""
     groups, signed = _param_groups(layers, quantizers, search, cfg)
     if not groups and not signed:
         return
-    gen = torch.Generator().manual_seed(_unit_seed(cfg, index) + VOTE_STREAM * vote)
+    gen = torch.Generator().manual_seed(_unit_seed(cfg, index))
     opt = torch.optim.Adam(groups) if groups else None
     beta_at = BetaSchedule(cfg.iters)
     set_state(unit.module, QuantState.RECONSTRUCTING)
@@ -494,46 +484,6 @@ def _optimise(
         set_state(unit.module, QuantState.CALIBRATED)
         for q in quantizers:
             q.scale.requires_grad_(False)
-
-
-def _vote(
-    unit: Unit,
-    inputs: UnitInputs,
-    target: torch.Tensor,
-    steps: torch.Tensor,
-    fit: torch.Tensor,
-    layers: list[QuantLayer],
-    quantizers: list[ActQuantizer],
-    search: GroupSearch | None,
-    cfg: ReconConfig,
-    index: int,
-    weights: torch.Tensor | None,
-    start: dict,
-) -> None:
-    """``cfg.votes`` optimisations from the ``start`` snapshot; the unit ends with the majority's rounding
-    (the start's on a tie) and the geometric mean of the votes' activation scales (hardened)."""
-    ups: list[list[torch.Tensor]] = []
-    scales: list[list[torch.Tensor]] = []
-    for vote in range(cfg.votes):
-        if vote:
-            _restore({**start, "partitions": []}, layers, quantizers, [])  # the table stays the first vote's
-        _optimise(unit, inputs, target, steps, fit, layers, quantizers, search if vote == 0 else None, cfg, index,
-                  weights, vote)  # fmt: skip
-        if vote == 0 and search is not None:
-            search.harden()
-        for lay in layers:
-            lay.weight_quant.harden(lay.weight_to_quantize())
-        ups.append([lay.weight_quant.rounding.detach() >= 0 for lay in layers if lay.weight_quant.rounding is not None])
-        scales.append([q.scale.detach().clone() for q in quantizers])
-    _restore({**start, "partitions": []}, layers, quantizers, [])
-    with torch.no_grad():
-        decided = [lay for lay in layers if lay.weight_quant.rounding is not None]
-        for i, lay in enumerate(decided):
-            count = sum(u[i].to(torch.int32) for u in ups)
-            up = torch.where(2 * count == cfg.votes, lay.weight_quant.rounding >= 0, 2 * count > cfg.votes)
-            lay.weight_quant.set_rounding_up(lay.weight_to_quantize(), up)
-        for j, q in enumerate(quantizers):
-            q.scale.copy_(torch.stack([s[j] for s in scales]).clamp_min(1e-8).log().mean(0).exp())
 
 
 def reconstruct(

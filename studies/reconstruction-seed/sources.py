@@ -5,8 +5,8 @@ One calibration draw; one source varied at a time, the other kept at seed 0; sco
 Usage: PYTHONPATH=. .venv/bin/python studies/reconstruction-seed/sources.py \
     PRESET DRAW METHOD[,METHOD] rows|split SEED[,SEED...] [num]
 Environment: ITERS, BATCH (reconstruction iterations per unit and rows per iteration; default the benchmark's),
-VOTES (ReconConfig.votes, default 1), MOMENTUM (ReconConfig.sign_momentum, deleted after this study: run at
-commit f88ca88).
+VOTES (ReconConfig.votes, deleted after its study: run at commit 94dad25), MOMENTUM (ReconConfig.sign_momentum,
+deleted after its study: run at commit f88ca88).
 Prints one line per run: PSNR against FP, what the sampler check kept, and per unit `R` (kept its
 reconstruction) or `.` (kept its start).
 """
@@ -51,7 +51,7 @@ calib = dataclasses.replace(bench.calib, sampler=SamplerConfig(num_steps=20, see
 recon_cfg = dataclasses.replace(
     bench.recon, iters=int(os.environ.get("ITERS", bench.recon.iters)),
     batch_size=int(os.environ.get("BATCH", bench.recon.batch_size)),
-    votes=int(os.environ.get("VOTES", 1)),
+    **({"votes": int(os.environ["VOTES"])} if "VOTES" in os.environ else {}),
     **({"sign_momentum": float(os.environ["MOMENTUM"])} if "MOMENTUM" in os.environ else {}),
 )  # fmt: skip
 for method in methods:
@@ -64,6 +64,6 @@ for method in methods:
         kept = "".join("R" if u.get("kept") == "reconstructed" else "." for u in res.report.get("unit_losses", []))
         scores = {k: round(v, 2) for k, v in (out.get("psnr") or {}).items()}
         print(f"{preset} draw {draw} {method:10s} iters {recon_cfg.iters} batch {recon_cfg.batch_size} "
-              f"momentum {getattr(recon_cfg, 'sign_momentum', 0.0)} votes {recon_cfg.votes} "
+              f"momentum {getattr(recon_cfg, 'sign_momentum', 0.0)} votes {getattr(recon_cfg, 'votes', 1)} "
               f"{source} seed {seed}: psnr {value:.2f} kept {out.get('kept')} judge {scores} units {kept} "
               f"{res.report['calib_seconds']:.0f}s", flush=True)  # fmt: skip

@@ -206,8 +206,6 @@ def test_clear_errors(tmp_path, caplog):
 
 
 def test_unquantized_model_is_refused(tmp_path):
-    from conftest import make_unet
-
     with pytest.raises(ValueError):
         export_onnx(make_unet(), tmp_path)
 
