@@ -26,8 +26,9 @@ import torch
 from ..checkpoint import load_quantized
 from ..context import step_context
 from ..eval.metrics import psnr
+from ..generate import decode_latents
 from ..models.loading import DiffusionModel, load_model
-from ..sampling import SamplerConfig, sample
+from ..sampling import SampleOutput, SamplerConfig, sample
 from .calibrate import CalibrationSpec
 from .export_mode import float_mode
 from .onnx_export import export_float, export_onnx
@@ -191,19 +192,23 @@ def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: Benc
             row["torch_fp32"] = _median_ms(_forward(unet, x, cond), cfg.repeats)
         out["forward_ms"][f"batch_{b}"] = row
         logger.info("forward batch %d: %s", b, row)
-    classes = dict(num_classes=model.num_classes, null_class=model.null_class, progress=False)
+    classes = dict(num_classes=model.num_classes, null_class=model.null_class, progress=False, clamp=not model.latent)
+
+    def pixels(out: SampleOutput) -> torch.Tensor:  # a latent model's samples are compared as decoded images
+        return decode_latents(model, out, len(out.images)).images if model.latent else out.images
+
     for b in cfg.batches:
         scfg = SamplerConfig(num_steps=cfg.steps, batch_size=b, seed=0)
         row, images = {}, {}
         for name, r in runners.items():
             start = time.perf_counter()
-            images[name] = sample(sampled(r), model.scheduler_config, b, scfg, **classes).images
+            images[name] = pixels(sample(sampled(r), model.scheduler_config, b, scfg, **classes))
             row[name] = time.perf_counter() - start
         with float_mode(unet):
             start = time.perf_counter()
             sample(sampled(unet), model.scheduler_config, b, scfg, **classes)
             row["torch_fp32"] = time.perf_counter() - start
-        ref = sample(sampled(unet), model.scheduler_config, b, scfg, **classes).images  # PyTorch quantized
+        ref = pixels(sample(sampled(unet), model.scheduler_config, b, scfg, **classes))  # PyTorch quantized
         out["psnr_vs_torch"][f"batch_{b}"] = {n: float(psnr(images[n], ref).mean()) for n in folders if n != "fp32"}
         out["sampling_s"][f"batch_{b}"] = row
         logger.info("sampling %d steps, batch %d: %s", cfg.steps, b, row)

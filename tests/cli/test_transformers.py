@@ -96,7 +96,9 @@ def test_dit_exports_and_onnxruntime_samples_match_pytorch(dit, tmp_path):
     assert main(["bench-deploy", "--quantized", str(dit.q), "--quick", "--name", "dit", "--out-dir",
                  str(tmp_path)]) == 0  # fmt: skip
     result = json.loads((tmp_path / "deploy_dit.json").read_text())
-    assert result["quantized_runner"] == "int8" and all(v["int8_exact"] > 30 for v in result["psnr_vs_torch"].values())
+    assert result["quantized_runner"] == "int8"
+    # decoded images of ONNX Runtime against PyTorch on the same noise, both exports
+    assert all(v["int8_exact"] > 30 and v["int8"] > 30 for v in result["psnr_vs_torch"].values())
 
 
 def test_bench_compares_methods_on_a_dit(dit, tmp_path):
