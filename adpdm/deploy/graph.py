@@ -149,8 +149,8 @@ def store_int8_weights(model: onnx.ModelProto, weights: dict[str, Int8Weight], p
     """Replace each quantized layer's float weight (and bias) by integer initializers; returns the count.
 
     Per-channel weights get an ``axis`` DequantizeLinear and, where the layer's input comes from a
-    DequantizeLinear, an int32 bias; grouped weights a blocked one (``block_size``, opset 21),
-    their bias stays float. Weights of ``storage_bits`` 4 are stored as uint4.
+    DequantizeLinear and the codes are stored in 8 bits, an int32 bias; grouped weights a blocked one
+    (``block_size``, opset 21). Weights of ``storage_bits`` 4 are stored as uint4, with a float bias.
     """
     values = constant_values(model)
     producers = _producers(model)
@@ -176,7 +176,10 @@ def store_int8_weights(model: onnx.ModelProto, weights: dict[str, Int8Weight], p
         ))  # fmt: skip
         node.input[1] = f"{name}.weight_dq"
         x_dq = producers.get(node.input[0])
-        per_channel_dq = w.block_size is None and x_dq is not None and x_dq.op_type == "DequantizeLinear"
+        # an int32 bias serves the int8 kernels' fusion only: 4-bit weights are dequantized to float anyway, and
+        # a float bias stays one copy for every timestep group (an int32 one has the group's input scale)
+        per_channel_dq = (w.block_size is None and w.storage_bits == 8 and x_dq is not None
+                          and x_dq.op_type == "DequantizeLinear")  # fmt: skip
         if len(node.input) > 2 and node.input[2] in values and per_channel_dq:
             s_x = float(values[x_dq.input[1]])
             bias_scale = (lay.scale * s_x).astype(np.float32)
@@ -482,3 +485,69 @@ def slim(model: onnx.ModelProto) -> onnx.ModelProto:
     dedupe_initializers(model)
     remove_unused(model)
     return compact_names(model, initializers=True)
+
+
+@dataclass
+class SharedGraphs:
+    """One graph for every timestep group: the graph of group 0 with each constant that differs between
+    the groups in an initializer of its own, and per group the values of those initializers
+    (``values[g][name]``), which ONNX Runtime takes in place of the graph's (``add_initializer``)."""
+
+    model: onnx.ModelProto
+    values: list[dict[str, np.ndarray]]
+
+
+def _initializer_inputs(model: onnx.ModelProto) -> list[tuple[int, int, str]]:
+    """(node index, input index, initializer name) of every node input that is an initializer."""
+    names = {t.name for t in model.graph.initializer}
+    return [(k, j, x) for k, node in enumerate(model.graph.node) for j, x in enumerate(node.input) if x in names]
+
+
+def _structure(model: onnx.ModelProto) -> list[tuple]:
+    names = {t.name for t in model.graph.initializer}
+    return [(n.op_type, tuple("" if x in names else x for x in n.input), tuple(n.output),
+             tuple(a.SerializeToString() for a in n.attribute)) for n in model.graph.node]  # fmt: skip
+
+
+def share_graphs(models: list[onnx.ModelProto]) -> SharedGraphs | None:
+    """:class:`SharedGraphs` of the per-group ``models`` (slimmed, before saving), or None when they differ
+    in more than the values of their constants (in their nodes, or in a constant's type or shape): then each
+    group keeps its own graph. The values that differ are the activation quantizers' scales and zero points
+    and, for 8-bit weights, the int32 biases (their scale holds the input's)."""
+    if len(models) < 2 or any(_structure(m) != _structure(models[0]) for m in models[1:]):
+        return None
+    tables = [{t.name: t for t in m.graph.initializer} for m in models]
+    positions = _initializer_inputs(models[0])
+    per_position = []
+    for k, j, _ in positions:
+        tensors = [tables[g][m.graph.node[k].input[j]] for g, m in enumerate(models)]
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+            if len({t.SerializeToString() for t in tensors}) > 1:
+                return None  # external weights differ between groups
+            per_position.append(None)
+            continue
+        arrays = [numpy_helper.to_array(t) for t in tensors]
+        same = all(a.dtype == arrays[0].dtype and a.shape == arrays[0].shape and np.array_equal(a, arrays[0])
+                   for a in arrays[1:])  # fmt: skip
+        if same:
+            per_position.append(None)
+        elif any(a.shape != arrays[0].shape or a.dtype != arrays[0].dtype for a in arrays):
+            return None
+        else:
+            per_position.append(arrays)
+    shared = onnx.ModelProto()
+    shared.CopyFrom(models[0])
+    named: dict[bytes, str] = {}  # one initializer per distinct sequence of per-group values
+    values: list[dict[str, np.ndarray]] = [{} for _ in models]
+    for (k, j, _), arrays in zip(positions, per_position, strict=True):
+        if arrays is None:
+            continue
+        key = arrays[0].dtype.str.encode() + b"".join(a.tobytes() for a in arrays)
+        if key not in named:
+            named[key] = f"g{len(named)}"
+            shared.graph.initializer.append(numpy_helper.from_array(arrays[0], named[key]))
+            for g, a in enumerate(arrays):
+                values[g][named[key]] = a
+        shared.graph.node[k].input[j] = named[key]
+    remove_unused(shared)
+    return SharedGraphs(shared, values)

@@ -1,9 +1,12 @@
 """Export a frozen quantized UNet as ONNX QDQ graphs, one per activation configuration.
 
-A model with G timestep groups exports G graphs ``graph_<g>.onnx`` that differ only in
-their activation scales and share one weight file ``weights.bin`` (int8 weights, int32
-biases); ``deploy.json`` holds the step -> graph table that :class:`adpdm.deploy.OnnxDenoiser`
-follows.
+A model with G timestep groups has G activation configurations that differ only in their
+activation scales and zero points. They export as one graph ``graph.onnx`` whose differing
+constants are initializers of their own, with each group's values in ``groups.safetensors``
+(ONNX Runtime replaces the initializers when it opens one session per group); where the G
+traced graphs differ in more than those constants, as G graphs ``graph_<g>.onnx``. Either way
+one weight file ``weights.bin`` holds the int8 weights and int32 biases, and ``deploy.json`` the
+step -> group table that :class:`adpdm.deploy.OnnxDenoiser` follows.
 
 Example::
 
@@ -21,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
+from safetensors.torch import save_file
 from torch import nn
 
 from ..nn.layers import QuantConv2d
@@ -31,12 +36,14 @@ from ..quantize import get_config, quant_layers
 from .calibrate import CalibrationSpec, OutputQParams, record_output_ranges
 from .export_mode import configurations, export_mode, float_mode, int8_weight, resolve_format
 from .external import save_shared
-from .graph import needs_opset, opset_of, slim, store_int8_weights, upgrade_opset
+from .graph import needs_opset, opset_of, share_graphs, slim, store_int8_weights, upgrade_opset
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "adpdm-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one graph with per-group values (GROUP_VALUES); 1: one graph per group
+READABLE_VERSIONS = (1, 2)
+GROUP_VALUES = "groups.safetensors"
 MANIFEST = "deploy.json"
 WEIGHTS = "weights.bin"
 OPSET = 17
@@ -125,8 +132,8 @@ class ExportResult:
 
     Args:
         folder: the output folder.
-        graphs: graph file names, one per activation configuration.
-        step_to_graph: sampling step k -> index into ``graphs`` (empty: one graph for every step).
+        graphs: graph file names: one per activation configuration, or one for all of them.
+        step_to_graph: sampling step k -> activation configuration (empty: one for every step).
         weights: the shared weight file name.
         weights_bytes: its size.
         exact_weights: layers whose int8 weights equal the checkpoint's exactly (others re-rounded).
@@ -141,6 +148,7 @@ class ExportResult:
     exact_weights: int
     layers: int
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: int = 1  # activation configurations (timestep groups)
 
 
 def requantized_convs(unet: nn.Module) -> list[str]:
@@ -204,16 +212,25 @@ def export_onnx(
         logger.info("graph %d/%d: %d nodes", g + 1, len(configs), len(model.graph.node))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    graphs = [f"graph_{g}.onnx" for g in range(len(configs))]
-    shared = save_shared(models, [out / name for name in graphs], WEIGHTS)
-    result = ExportResult(
-        out, graphs, step_to_graph, WEIGHTS, shared.bytes, sum(w.exact for w in weights.values()), len(weights)
-    )
+    one = share_graphs(models)
+    if one is not None:
+        graphs = ["graph.onnx"]
+        shared = save_shared([one.model], [out / graphs[0]], WEIGHTS)
+        # per name: (G, *shape), the values of every group
+        save_file({name: torch.from_numpy(np.stack([v[name] for v in one.values])) for name in one.values[0]},
+                  str(out / GROUP_VALUES))  # fmt: skip
+    else:
+        graphs = [f"graph_{g}.onnx" for g in range(len(configs))]
+        shared = save_shared(models, [out / name for name in graphs], WEIGHTS)
+    result = ExportResult(out, graphs, step_to_graph, WEIGHTS, shared.bytes, sum(w.exact for w in weights.values()),
+                          len(weights), groups=len(configs))  # fmt: skip
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "opset": opset_of(models[0]),
         "graphs": graphs,
+        "groups": len(configs),
+        "group_values": GROUP_VALUES if one is not None else None,
         "step_to_graph": step_to_graph,
         "weights": WEIGHTS,
         "inputs": [i.name for i in models[0].graph.input],
@@ -230,7 +247,8 @@ def export_onnx(
         "layers": result.layers,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    logger.info("wrote %d graphs and %s (%d bytes) to %s", len(graphs), WEIGHTS, shared.bytes, out)
+    logger.info("wrote %d graph(s) for %d group(s) and %s (%d bytes) to %s", len(graphs), len(configs), WEIGHTS,
+                shared.bytes, out)  # fmt: skip
     return result
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..context import current_step
-from .onnx_export import FORMAT, FORMAT_VERSION, MANIFEST
+from .onnx_export import FORMAT, MANIFEST, READABLE_VERSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
            "all": "ORT_ENABLE_ALL"}  # fmt: skip
 
 
-def make_session(path: str | Path, options: RuntimeOptions) -> Any:
-    """An ``onnxruntime.InferenceSession`` on ``path`` with ``options``."""
+def make_session(path: str | Path, options: RuntimeOptions, initializers: dict[str, Any] | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` on ``path`` with ``options``; ``initializers`` (name -> ORT
+    value, kept alive by the caller) replace the graph's initializers of those names."""
     import onnxruntime as ort
 
     if options.optimization not in _LEVELS:
@@ -62,7 +63,21 @@ def make_session(path: str | Path, options: RuntimeOptions) -> Any:
     if options.profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = options.profile_prefix
+    for name, value in (initializers or {}).items():
+        so.add_initializer(name, value)
     return ort.InferenceSession(str(path), so, providers=list(options.providers))
+
+
+def group_initializers(folder: str | Path, meta: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Per group, the ORT values of the shared graph's per-group initializers (None: one graph per group)."""
+    if not meta.get("group_values"):
+        return None
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    table = load_file(str(Path(folder) / meta["group_values"]))
+    return [{name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(values[g])) for name, values in table.items()}
+            for g in range(int(meta["groups"]))]  # fmt: skip
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -71,8 +86,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not an ONNX export of adpdm (no {MANIFEST}): run `adpdm export`")
     meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not a version-{FORMAT_VERSION} {FORMAT} manifest")
+    if meta.get("format") != FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
+        raise ValueError(f"{path} is not a {FORMAT} manifest of version {' or '.join(map(str, READABLE_VERSIONS))}")
     return meta
 
 
@@ -94,7 +109,11 @@ class OnnxDenoiser:
         meta = read_manifest(folder)
         self.step_to_graph: list[int] = meta["step_to_graph"]
         self.inputs: list[str] = meta["inputs"]
-        self.sessions = [make_session(self.folder / name, self.options) for name in meta["graphs"]]
+        self.values = group_initializers(self.folder, meta)  # kept alive: the sessions read them
+        if self.values is None:
+            self.sessions = [make_session(self.folder / name, self.options) for name in meta["graphs"]]
+        else:
+            self.sessions = [make_session(self.folder / meta["graphs"][0], self.options, v) for v in self.values]
         c, h, w = meta["sample_shape"]
         self.config = SimpleNamespace(in_channels=c, sample_size=(h, w))
         self.device = torch.device("cpu")

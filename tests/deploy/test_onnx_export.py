@@ -59,28 +59,34 @@ def _q_scales(model):
     return values
 
 
-def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
+def test_one_graph_for_every_group_with_its_values_beside_it(w8_groups, w8_export):
     meta = json.loads((w8_export / "deploy.json").read_text())
-    assert meta["graphs"] == ["graph_0.onnx", "graph_1.onnx"]
+    assert (meta["graphs"], meta["groups"], meta["group_values"]) == (["graph.onnx"], 2, "groups.safetensors")
     assert meta["step_to_graph"] == w8_groups.adpdm_partition.table.tolist()
     cfg = adpdm.quantize.get_config(w8_groups)  # the layer protocol travels with the export
     assert (meta["protocol"], meta["first_last_bits"], meta["layer_bits"]) == (cfg.protocol, cfg.first_last_bits, [])
-    (ext0, m0), (ext1, m1) = (_external_locations(w8_export / g) for g in meta["graphs"])
-    assert {e["location"] for e in [*ext0.values(), *ext1.values()]} == {"weights.bin"}
-    weights = _weight_codes(m0)
-    assert weights == _weight_codes(m1) and set(weights) <= set(ext0)
-    assert len(weights) > 10 and all(ext0[n] == ext1[n] for n in weights)  # same int8 codes, same offsets
-    # each distinct payload is in the file once (int32 biases, of scale s_x * s_w, differ per group)
-    chunks = {(int(e["offset"]), int(e["length"])) for e in [*ext0.values(), *ext1.values()]}
+    assert sorted(p.name for p in w8_export.iterdir()) == ["deploy.json", "graph.onnx", "groups.safetensors",
+                                                           "weights.bin"]  # fmt: skip
+    ext, model = _external_locations(w8_export / "graph.onnx")
+    assert {e["location"] for e in ext.values()} == {"weights.bin"}
+    weights = _weight_codes(model)
+    # the codes of 1 kB or more are in the weight file, smaller ones inline (a reference costs more)
+    assert len(weights) > 10 and len(set(weights) & set(ext)) > len(weights) / 2
+    # each distinct payload is in the file once
+    chunks = {(int(e["offset"]), int(e["length"])) for e in ext.values()}
     payload = sum(length for _, length in chunks)
     size = (w8_export / "weights.bin").stat().st_size
     assert payload <= size < payload + 64 * len(chunks)
-    shared = sum(int(ext0[n]["length"]) for n in weights)
-    assert shared > 0.8 * size
-    assert sorted(p.name for p in w8_export.iterdir()) == ["deploy.json", "graph_0.onnx", "graph_1.onnx", "weights.bin"]
-    # the graphs differ in their activation scales only
-    assert _q_scales(m0) != _q_scales(m1)
-    model = onnx.load(str(w8_export / "graph_0.onnx"))
+    # per group: the values of the graph's initializers that differ between groups (activation scales and
+    # zero points, int32 biases), and the graph holds group 0's
+    from safetensors.numpy import load_file
+
+    values = load_file(str(w8_export / "groups.safetensors"))
+    inits = {t.name: t for t in model.graph.initializer}
+    assert values and all(v.shape[0] == 2 and name in inits for name, v in values.items())
+    assert all(np.array_equal(v[0], onnx.numpy_helper.to_array(inits[name])) for name, v in values.items())
+    assert any(not np.array_equal(v[0], v[1]) for v in values.values())
+    model = onnx.load(str(w8_export / "graph.onnx"))
     inits = {t.name: t for t in model.graph.initializer}
     codes = [onnx.numpy_helper.to_array(inits[name]) for name in _weight_codes(model)]
     assert codes and all(c.dtype in (np.uint8, np.int8) for c in codes)
@@ -90,6 +96,27 @@ def test_one_graph_per_group_sharing_one_weight_file(w8_groups, w8_export):
     # constants are initializers; the only shape read at run time is the batch size of the input
     assert not any(n.op_type == "Constant" for n in model.graph.node)
     assert [n.input[0] for n in model.graph.node if n.op_type == "Shape"] == ["sample"]
+
+
+def test_the_shared_graph_computes_what_a_graph_per_group_does(w8_groups, w8_export, tmp_path, monkeypatch):
+    """Graphs that differ in more than constants' values stay one per group (and older exports, format
+    version 1, are always so); the shared graph's sessions give exactly their outputs, group by group."""
+    import adpdm.deploy.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "share_graphs", lambda models: None)
+    export_onnx(w8_groups, tmp_path, CalibrationSpec(SCHEDULER, num_samples=4))  # as w8_export
+    meta = json.loads((tmp_path / "deploy.json").read_text())
+    assert (meta["graphs"], meta["group_values"]) == (["graph_0.onnx", "graph_1.onnx"], None)
+    for key in ("groups", "group_values"):
+        del meta[key]
+    (tmp_path / "deploy.json").write_text(json.dumps({**meta, "format_version": 1}))
+    shared, separate = OnnxDenoiser(w8_export), OnnxDenoiser(tmp_path)
+    x = torch.randn(2, w8_groups.config.in_channels, w8_groups.config.sample_size, w8_groups.config.sample_size)
+    for k in range(STEPS):
+        with adpdm.step_context(k):
+            assert torch.equal(
+                shared(x, torch.tensor(900 - 150 * k)).sample, separate(x, torch.tensor(900 - 150 * k)).sample
+            )
 
 
 def _cosines(unet, denoiser, steps=STEPS, scheduler=SCHEDULER, **labels):
@@ -163,7 +190,7 @@ def test_tiny_models_export_and_sample(tmp_path, preset, weight_format):
     last layer of the field's protocol do not fit them, so the default W4A8 exports uint8 codes)."""
     unet = frozen_unet(preset, groups=2)
     result = export_onnx(unet, tmp_path, CalibrationSpec(SCHEDULER))
-    assert len(result.graphs) == 2 and result.exact_weights == result.layers
+    assert result.groups == 2 and result.exact_weights == result.layers
     assert json.loads((tmp_path / "deploy.json").read_text())["weight_format"] == weight_format
     cos, _ = _cosines(unet, OnnxDenoiser(tmp_path))
     assert min(cos) > 0.99, cos
@@ -264,7 +291,7 @@ def test_four_bit_weights_are_stored_as_four_bits(tmp_path, preset):
     export_onnx(unet, tmp_path / "u4", weight_format="auto" if grouped else "uint4")
     meta = json.loads((tmp_path / "u4" / "deploy.json").read_text())
     assert (meta["weight_format"], meta["opset"], meta["weight_group_size"]) == ("uint4", 21, 32 if grouped else None)
-    nodes = _weight_nodes(onnx.load(str(tmp_path / "u4" / "graph_0.onnx")))
+    nodes = _weight_nodes(onnx.load(str(tmp_path / "u4" / meta["graphs"][0])))
     four = [n for n, t in nodes if t.data_type == onnx.TensorProto.UINT4]
     assert len(four) == len(nodes) - 2  # conv_in and conv_out keep 8 bits
     blocks = {a.i for n, _ in nodes for a in n.attribute if a.name == "block_size"}
