@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -142,6 +143,29 @@ def decode_latents(model: DiffusionModel, out: SampleOutput, batch_size: int) ->
 
 
 @torch.no_grad()
+class _PipelineUNet(torch.nn.Module):
+    """A denoiser that is no torch module (an ONNX Runtime export, :class:`adpdm.deploy.OnnxDenoiser`) as the
+    UNet a diffusers pipeline calls: the FP UNet's config, CPU float32 tensors in and out."""
+
+    def __init__(self, denoiser: Any, config: Any) -> None:
+        super().__init__()
+        self.denoiser, self.config = denoiser, config
+        self.register_buffer("anchor", torch.zeros(()))  # the pipeline's device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: Any = None, return_dict: bool = True,
+                **_: Any) -> Any:  # fmt: skip
+        eps = self.denoiser(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+        return SimpleNamespace(sample=eps) if return_dict else (eps,)
+
+
 def _generate_text(
     model: DiffusionModel, unet: Any, num: int, cfg: SamplerConfig, prompts: list[str], progress: bool
 ) -> SampleOutput:
@@ -149,12 +173,14 @@ def _generate_text(
 
     pipe = model.pipeline
     scheduler = make_scheduler(model.scheduler_config, cfg)
+    if not isinstance(unet, torch.nn.Module):
+        unet = _PipelineUNet(unet, model.unet.config)
     c = unet.config
     size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
     shape = (c.in_channels, size, size)  # latents of one sample
     saved = pipe.unet, pipe.scheduler
     pipe.unet, pipe.scheduler = unet, scheduler
-    pipe.to(next(unet.parameters()).device if isinstance(unet, torch.nn.Module) else "cpu")
+    pipe.to(next(iter([*unet.parameters(), *unet.buffers()])).device)
     tracker = StepTracker(unet, scheduler)
     pipe.set_progress_bar_config(disable=True)
     images = []

@@ -101,10 +101,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    if onnx and model.kind == "text":
-        raise ValueError(f"{model.spec} is text-conditioned: `adpdm sample --backend onnxruntime` runs "
-                         "UNet2DModel exports; `adpdm bench-deploy` samples its graphs on a prompt's "
-                         "embeddings")  # fmt: skip
     cond = conditioning(args)
     check_conditioning(model, cond, cfg)  # before any sampling
     unets = {model.spec: model.unet}

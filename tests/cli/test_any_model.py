@@ -220,12 +220,28 @@ def test_bench_deploy_of_a_text_unet_times_its_exact_graphs_on_a_prompt(folders,
     assert "text-conditioned: the exact export" in (tmp_path / "deploy_sd.md").read_text()
 
 
-def test_text_models_get_a_clear_error_where_a_command_does_not_apply(folders, tmp_path, caplog):
+def test_text_unet_export_samples_through_its_pipeline_in_onnxruntime(folders, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from adpdm.deploy import OnnxDenoiser
+    from adpdm.eval.metrics import psnr
+    from adpdm.generate import Conditioning, generate
+    from adpdm.models.source import resolve_model
+    from adpdm.sampling import SamplerConfig
+
     onnx = tmp_path / "onnx"
     assert main(["export", "--quantized", str(folders["q_text"]), "--out", str(onnx)]) == 0
     assert main(["sample", "--quantized", str(folders["q_text"]), "--backend", "onnxruntime", "--onnx", str(onnx),
-                 "--prompts", str(folders["prompts"]), "--out", str(tmp_path / "g.png")]) == 2  # fmt: skip
-    assert "`adpdm bench-deploy` samples its graphs" in caplog.text
+                 "--prompts", str(folders["prompts"]), "--num", "2", "--compare",
+                 "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
+    resolved = resolve_model(None, folders["q_text"])
+    cfg = SamplerConfig(num_steps=resolved.steps, guidance_scale=3.0)
+    cond = Conditioning(prompts=["a red cat", "a blue dog"])
+    ref = generate(resolved.model, adpdm.load_quantized(folders["q_text"]), 2, cfg, cond, progress=False).images
+    out = generate(resolved.model, OnnxDenoiser(onnx), 2, cfg, cond, progress=False).images
+    assert float(psnr(out, ref).min()) > 30  # the pipeline's images, ONNX Runtime against PyTorch
+
+
+def test_text_models_get_a_clear_error_where_a_command_does_not_apply(folders, tmp_path, caplog):
     assert main(["bench", "--quick", "--models", str(folders["text"]), "--out", str(tmp_path)]) == 2
     assert "`adpdm bench` compares methods on unconditional and class-conditional models" in caplog.text
 
