@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import QuantConfig
 from .models.source import ModelSource
-from .models.unet import SUPPORTED_UNETS, check_supported
+from .models.unet import SUPPORTED_UNETS, check_supported, prepare_denoiser
 from .quantize import act_quantizers, get_config, get_state, quant_layers, quantize_model, set_state
 from .state import QuantState
 from .tensor.packing import pack_int4, unpack_int4
@@ -179,7 +179,7 @@ def load_quantized(path: str | Path, device: str | torch.device | None = None) -
         raise CheckpointError(f"bad quant_config in {folder / QUANT_META}: {err}") from err
     cls = SUPPORTED_UNETS[meta["model_class"]]
     try:
-        model = cls.from_config(_read_json(folder / MODEL_CONFIG))
+        model = prepare_denoiser(cls.from_config(_read_json(folder / MODEL_CONFIG)))
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"cannot build {cls.__name__} from {folder / MODEL_CONFIG}: {err}") from err
     quantize_model(model, cfg)

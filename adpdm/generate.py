@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -178,11 +179,15 @@ def _generate_text(
     c = unet.config
     size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
     shape = (c.in_channels, size, size)  # latents of one sample
-    saved = pipe.unet, pipe.scheduler
-    pipe.unet, pipe.scheduler = unet, scheduler
+    slot = "unet" if isinstance(getattr(pipe, "unet", None), torch.nn.Module) else "transformer"  # PixArt's
+    saved = getattr(pipe, slot), pipe.scheduler
+    setattr(pipe, slot, unet)
+    pipe.scheduler = scheduler
     pipe.to(next(iter([*unet.parameters(), *unet.buffers()])).device)
     tracker = StepTracker(unet, scheduler)
     pipe.set_progress_bar_config(disable=True)
+    params = inspect.signature(pipe.__call__).parameters
+    extra = {"use_resolution_binning": False} if "use_resolution_binning" in params else {}  # PixArt
     images = []
     try:
         for start in tqdm(range(0, num, cfg.batch_size), total=math.ceil(num / cfg.batch_size), desc="sampling",
@@ -192,10 +197,11 @@ def _generate_text(
                 prompt=[prompts[i % len(prompts)] for i in range(start, start + n)],
                 latents=initial_noise(n, shape, cfg.seed, start),
                 num_inference_steps=cfg.num_steps, guidance_scale=cfg.guidance_scale, eta=cfg.eta,
-                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start), output_type="pt",
+                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + start), output_type="pt", **extra,
             )  # fmt: skip
             images.append(out.images.float().cpu() * 2.0 - 1.0)  # [0, 1] -> [-1, 1]
     finally:
         tracker.remove()
-        pipe.unet, pipe.scheduler = saved
+        setattr(pipe, slot, saved[0])
+        pipe.scheduler = saved[1]
     return SampleOutput(images=torch.cat(images).clamp(-1.0, 1.0), labels=None)

@@ -31,7 +31,7 @@ from torch import nn
 from .calib.data import CalibrationSet
 from .config import QuantConfig
 from .context import current_step, step_context
-from .models.unet import is_transformer, unet_of
+from .models.unet import TEXT_DENOISERS, is_transformer, unet_of
 from .ptq import CalibConfig, PTQResult, run_ptq
 from .recon.reconstruct import ReconConfig
 
@@ -137,7 +137,7 @@ class _PipelineRecorder:
         # diffusers batches guidance as [unconditional, conditional]
         self._add("sample", idx.repeat(2) if self.guided else idx)
         self._add("branch", (1 - torch.arange(b) // n) if self.guided else torch.zeros(b, dtype=torch.long))
-        for name in ("encoder_hidden_states", "class_labels"):
+        for name in ("encoder_hidden_states", "encoder_attention_mask", "class_labels"):
             value = kwargs.get(name)
             if value is None and name == "encoder_hidden_states" and len(args) > 2:
                 value = args[2]
@@ -154,6 +154,8 @@ class _PipelineRecorder:
 def _call_kwargs(pipe: Any, batch: int, steps: int, seed: int, prompts: list[str] | None, guidance: float) -> dict:
     params = inspect.signature(pipe.__call__).parameters
     kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": torch.Generator().manual_seed(seed)}
+    if "use_resolution_binning" in params:  # PixArt: sample at the latents' own size
+        kwargs["use_resolution_binning"] = False
     if "output_type" in params:
         kwargs["output_type"] = "pt" if "prompt" not in params else "latent"
     if prompts is not None:
@@ -234,7 +236,7 @@ def quantize_pipeline(
     of inference steps as ``cfg.num_steps``.
     """
     unet = _unet_of(pipe)
-    if is_transformer(unet):
+    if is_transformer(unet) and type(unet).__name__ not in TEXT_DENOISERS:
         raise ValueError(f"{type(pipe).__name__}: quantize_pipeline records a UNet pipeline's own calls; quantize "
                          "a DiT with run_ptq on load_model(folder).unet, as `adpdm quantize --model FOLDER` "
                          "does")  # fmt: skip

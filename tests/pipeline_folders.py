@@ -28,10 +28,21 @@ def ddim_folder(path: Path, num_class_embeds: int | None = None) -> Path:
     return path
 
 
+def tiny_vae(sample_size: int = 32):
+    """A two-level AutoencoderKL of 8/16 channels, 4 latent channels (random weights)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=8, sample_size=sample_size,
+    ).eval()  # fmt: skip
+
+
 def sd_pipeline(tmp_path: Path):
     """A Stable Diffusion pipeline of tiny random parts, with a character-level CLIP tokenizer."""
     transformers = pytest.importorskip("transformers")
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
@@ -49,11 +60,7 @@ def sd_pipeline(tmp_path: Path):
         vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
         max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
     )).eval()  # fmt: skip
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=8, sample_size=32,
-    ).eval()  # fmt: skip
+    vae = tiny_vae()
     scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=make_cond_unet(),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -80,14 +87,10 @@ def tiny_dit(in_channels: int = 4, learn_sigma: bool = True):
 
 def dit_folder(path: Path) -> Path:
     """A latent ``DiTPipeline`` folder: the tiny DiT (learned variance, as the released DiTs) and a tiny VAE."""
-    from diffusers import AutoencoderKL, DiTPipeline
+    from diffusers import DiTPipeline
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=8, sample_size=32,
-    ).eval()  # fmt: skip
+    vae = tiny_vae()
     scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
     DiTPipeline(transformer=tiny_dit(), vae=vae, scheduler=scheduler).save_pretrained(path)
     return path
@@ -123,3 +126,32 @@ def write_images(folder: Path, n: int, seed: int = 0, sizes=((8, 8), (6, 10))) -
         paths.append(folder / f"img{i:03d}.png")
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
     return paths
+
+
+def pixart_folder(path: Path) -> Path:
+    """A ``PixArtAlphaPipeline`` folder of tiny random parts: a T5 encoder with a character-level tokenizer
+    (built offline from a unigram vocabulary), a VAE and a PixArt transformer on 8x8 latents."""
+    transformers = pytest.importorskip("transformers")
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    vocab += [(c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    unigram = Tokenizer(models.Unigram(vocab, unk_id=2))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer = transformers.T5TokenizerFast(tokenizer_object=unigram, pad_token="<pad>", eos_token="</s>",
+                                             unk_token="<unk>", extra_ids=0, model_max_length=16)  # fmt: skip
+    torch.manual_seed(0)
+    text_encoder = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, pad_token_id=0,
+        eos_token_id=1,
+    )).eval()  # fmt: skip
+    vae = tiny_vae(16)
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
+        patch_size=2, cross_attention_dim=16, caption_channels=16, norm_num_groups=1,
+    ).eval()  # fmt: skip
+    scheduler = DPMSolverMultistepScheduler(num_train_timesteps=1000)
+    PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                        scheduler=scheduler).save_pretrained(path)  # fmt: skip
+    return path

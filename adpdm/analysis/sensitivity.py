@@ -230,7 +230,8 @@ def _record(
 
     # the same components around the quantized copy, on the DDIM schedule `adpdm sample` uses
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
-    pipe = type(model.pipeline)(**{**model.pipeline.components, "unet": qunet, "scheduler": scheduler}).to(device)
+    slot = "unet" if "unet" in model.pipeline.components else "transformer"  # PixArt's denoiser
+    pipe = type(model.pipeline)(**{**model.pipeline.components, slot: qunet, "scheduler": scheduler}).to(device)
     prompts = [cfg.prompts[i % len(cfg.prompts)] for i in range(cfg.num_samples)]
     return record_pipeline(pipe, cfg.steps, prompts=prompts, guidance_scale=sampler.guidance_scale,
                            batch_size=cfg.batch_size, seed=cfg.seed)  # fmt: skip

@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--name must be letters, digits, '.', '-' or '_', got {name!r}")
     resolved = resolve_model(args.model, args.quantized, null_class=args.null_class)  # checked before any work
     model = resolved.model
+    from ..deploy.onnx_export import check_exportable
+
+    check_exportable(model.unet)
     # whole sampling runs use the checkpoint's schedule: K steps
     cfg = BenchConfig(steps=resolved.steps, repeats=5 if args.quick else 20, threads=args.threads,
                       weight_format=args.weight_format)  # fmt: skip

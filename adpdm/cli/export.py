@@ -51,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     check_fresh_folder(out)
     from .. import load_quantized
     from ..deploy import CalibrationSpec, export_onnx
+    from ..deploy.onnx_export import check_exportable
 
     model = resolve_model(args.model, args.quantized, null_class=args.null_class).model  # checked before any work
+    check_exportable(model.unet)
     guidance = args.guidance if args.guidance is not None else 1.0
     text = model.kind == "text"
     if not text:

@@ -81,6 +81,17 @@ class _TextDenoiser(nn.Module):
 TEXT_TOKENS = 77  # the traced sequence length of the text embeddings (CLIP's); the graph takes any
 
 
+EXPORTABLE = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel")
+
+
+def check_exportable(unet: nn.Module) -> None:
+    """A ``ValueError`` naming the class and the exportable ones for a denoiser the export does not cover
+    (PixArt: its text-conditioned transformer takes more than the graph's inputs)."""
+    if type(unet).__name__ not in EXPORTABLE:
+        raise ValueError(f"ONNX export supports the denoisers {', '.join(EXPORTABLE)}; this model's is "
+                         f"{type(unet).__name__}")  # fmt: skip
+
+
 def has_class_labels(unet: UNet2DModel) -> bool:
     """Whether the denoiser takes class labels (a DiT, or a UNet with ``num_class_embeds`` or a
     ``class_embed_type``)."""
@@ -94,9 +105,7 @@ def has_class_labels(unet: UNet2DModel) -> bool:
 def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
     """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch (and
     dynamic token count of a text-conditioned UNet's ``encoder_hidden_states``)."""
-    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel, DiTTransformer2DModel)):
-        raise TypeError("ONNX export supports diffusers UNet2DModel, UNet2DConditionModel and DiTTransformer2DModel, "
-                        f"got {type(unet).__name__}")  # fmt: skip
+    check_exportable(unet)
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
     hw = (size, size) if isinstance(size, int) else size

@@ -7,7 +7,8 @@ of model come out, and the commands branch on :attr:`DiffusionModel.kind` only:
 * ``unconditional``: a ``UNet2DModel`` (``DDPMPipeline``, ``DDIMPipeline``);
 * ``class``: a ``UNet2DModel`` with ``num_class_embeds`` (labels; classifier-free guidance
   needs the label the model was trained on as "no class", ``null_class``);
-* ``text``: a ``UNet2DConditionModel`` in a text-to-image pipeline (prompts; guidance).
+* ``text``: a ``UNet2DConditionModel`` or ``PixArtTransformer2DModel`` in a text-to-image pipeline
+  (prompts; guidance).
 
 The first two run on adpdm's own sampler (common random numbers, see :mod:`adpdm.sampling`);
 text-conditioned models run through their own pipeline (:mod:`adpdm.generate`).
@@ -21,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from .unet import is_transformer, unet_of
+from .unet import TEXT_DENOISERS, is_transformer, prepare_denoiser, unet_of
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class DiffusionModel:
     @property
     def kind(self) -> str:
         """``"unconditional"``, ``"class"`` or ``"text"``."""
-        if type(self.unet).__name__ == "UNet2DConditionModel":
+        if type(self.unet).__name__ in TEXT_DENOISERS:
             return "text"
         return "class" if self.num_classes is not None else "unconditional"
 
@@ -104,16 +105,16 @@ def load_model(spec: str, null_class: int | None = None) -> DiffusionModel:
             raise ValueError(f"--null-class {null_class} does not apply to {spec} (its null class is {m.null_class})")
         return DiffusionModel(spec, m.unet, dict(m.scheduler_config), m.num_classes, m.null_class)
     pipe = load_pipeline(spec)
-    unet = unet_of(pipe).float().eval()
+    unet = prepare_denoiser(unet_of(pipe).float().eval())
     scheduler_config = dict(pipe.scheduler.config)
-    if is_transformer(unet):
+    if is_transformer(unet) and type(unet).__name__ not in TEXT_DENOISERS:
         num_classes, null = _dit_classes(spec, unet, null_class)
         return DiffusionModel(spec, unet, scheduler_config, num_classes, null, pipeline=pipe.to("cpu"))
-    if type(unet).__name__ == "UNet2DConditionModel":
+    if type(unet).__name__ in TEXT_DENOISERS:
         if null_class is not None:
             raise ValueError(f"--null-class is for class-conditional models; {spec} is text-conditioned")
         if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder", None) is None:
-            raise ValueError(f"{spec} has a UNet2DConditionModel but no tokenizer / text encoder; adpdm runs "
+            raise ValueError(f"{spec} has a {type(unet).__name__} but no tokenizer / text encoder; adpdm runs "
                              "text-to-image pipelines such as StableDiffusionPipeline")  # fmt: skip
         return DiffusionModel(spec, unet, scheduler_config, pipeline=pipe.to("cpu"))
     num_classes = _class_count(spec, unet, null_class)

@@ -1,27 +1,30 @@
 """diffusers denoiser specifics: supported classes, first/last layers, skip-connection splits.
 
 The denoisers are UNets (``UNet2DModel``, text-conditioned ``UNet2DConditionModel``) and the
-class-conditional diffusion transformer ``DiTTransformer2DModel`` (a pipeline's ``unet`` or
-``transformer``). The rest of adpdm calls any of them "the unet" of a model.
+diffusion transformers ``DiTTransformer2DModel`` (class-conditional) and ``PixArtTransformer2DModel``
+(text-conditioned), a pipeline's ``unet`` or ``transformer``. The rest of adpdm calls any of them
+"the unet" of a model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 SUPPORTED_UNETS: dict[str, type[nn.Module]] = {
     "UNet2DModel": UNet2DModel,
     "UNet2DConditionModel": UNet2DConditionModel,
     "DiTTransformer2DModel": DiTTransformer2DModel,
+    "PixArtTransformer2DModel": PixArtTransformer2DModel,
 }
-TRANSFORMERS = ("DiTTransformer2DModel",)
+TRANSFORMERS = ("DiTTransformer2DModel", "PixArtTransformer2DModel")
+TEXT_DENOISERS = ("UNet2DConditionModel", "PixArtTransformer2DModel")  # conditioned on text embeddings
 
-# the field's protocol keeps these at 8 bits: a UNet's first and last convolutions, a DiT's patch
-# embedding and final projection (module names are unique to each family)
-FIRST_LAST_LAYERS = ("conv_in", "conv_out", "pos_embed.proj", "proj_out_2")
+# the field's protocol keeps these at 8 bits: a UNet's first and last convolutions, a transformer's patch
+# embedding and final projection (DiT: proj_out_2, PixArt: proj_out; top-level names, unique to each family)
+FIRST_LAST_LAYERS = ("conv_in", "conv_out", "pos_embed.proj", "proj_out_2", "proj_out")
 
 
 def is_transformer(model: nn.Module) -> bool:
@@ -71,3 +74,21 @@ def skip_concat_splits(unet: nn.Module) -> dict[str, int]:
                 splits[f"up_blocks.{b}.resnets.{r}.conv_shortcut"] = prev
             prev = resnet.out_channels
     return splits
+
+
+def _unet_call(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    if len(args) > 1 and "timestep" not in kwargs:  # PixArt's second parameter is encoder_hidden_states
+        args, kwargs = args[:1], {**kwargs, "timestep": args[1]}
+    if kwargs.get("added_cond_kwargs") is None:
+        kwargs = {**kwargs, "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    return args, kwargs
+
+
+def prepare_denoiser(model: nn.Module) -> nn.Module:
+    """Let ``model`` be called as a UNet is, ``model(x, t, **cond)`` with the recorded conditioning only: a
+    PixArt transformer takes the timestep as its second argument and gets its (empty) ``added_cond_kwargs``
+    when a call leaves them out. Returns ``model``."""
+    if type(model).__name__ == "PixArtTransformer2DModel" and not getattr(model, "_adpdm_prepared", False):
+        model.register_forward_pre_hook(_unet_call, with_kwargs=True)
+        model._adpdm_prepared = True
+    return model

@@ -1,5 +1,5 @@
-"""A class-conditional diffusion transformer (a latent DiTPipeline of tiny random parts) through every
-command; transformer-specific units, protocol and refusals."""
+"""Diffusion transformers through every command: a class-conditional DiT (a latent DiTPipeline of tiny
+random parts) and a text-conditioned PixArt (a PixArtAlphaPipeline); units, protocol and refusals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pipeline_folders import dit_folder, fake_inception, tiny_dit, write_images
+from pipeline_folders import dit_folder, fake_inception, pixart_folder, tiny_dit, write_images
 
 import adpdm
 from adpdm.cli.main import main
@@ -116,8 +116,7 @@ def test_unsupported_denoisers_are_refused_naming_their_class(tmp_path, caplog):
     pixart = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
                                       num_layers=1, sample_size=8, patch_size=2, cross_attention_dim=16,
                                       caption_channels=16, norm_num_groups=1)  # fmt: skip
-    with pytest.raises(ValueError, match="its denoiser is PixArtTransformer2DModel.*DiTTransformer2DModel"):
-        unet_of(SimpleNamespace(transformer=pixart))
+    assert unet_of(SimpleNamespace(transformer=pixart)) is pixart  # supported, as a text-conditioned transformer
     unet = UNet1DModel(sample_size=64, in_channels=2, out_channels=2, block_out_channels=(8, 16, 16),
                        down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
                        up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
@@ -136,3 +135,41 @@ def test_a_dit_without_learned_variance_samples_too():
     out = sample(tiny_dit(learn_sigma=False), {"num_train_timesteps": 1000}, 2, SamplerConfig(num_steps=2),
                  num_classes=10, progress=False, clamp=False)  # fmt: skip
     assert out.images.shape == (2, 4, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def pixart(tmp_path_factory):
+    """A PixArtAlphaPipeline folder, prompts and its adpdm W8A8 checkpoint (2 timestep groups)."""
+    root = tmp_path_factory.mktemp("pixart")
+    folder = pixart_folder(root / "pixart")
+    (root / "prompts.txt").write_text("a red cat\na blue dog\n")
+    prompts = ["--prompts", str(root / "prompts.txt"), "--guidance", "3"]
+    q = root / "q"
+    assert main(["quantize", "--model", str(folder), "--method", "adpdm", "--groups", "2", "--preset", "w8a8",
+                 "--out", str(q), *QUICK, *prompts]) == 0  # fmt: skip
+    return SimpleNamespace(root=root, folder=folder, q=q, prompts=prompts)
+
+
+def test_pixart_quantizes_samples_and_evaluates_through_its_pipeline(pixart, tmp_path):
+    unet = adpdm.load_quantized(pixart.q)
+    assert [u.name for u in find_units(unet) if u.kind == "transformer"] == [
+        "transformer_blocks.0", "transformer_blocks.1"]  # fmt: skip
+    layers = dict(quant_layers(unet))
+    assert "transformer_blocks.0.attn2.to_k" in layers and "caption_projection.linear_1" in layers
+    assert layers["pos_embed.proj"].weight_quant.bits == layers["proj_out"].weight_quant.bits == 8
+    assert main(["sample", "--quantized", str(pixart.q), "--num", "2", "--compare", "--out", str(tmp_path / "g.png"),
+                 *pixart.prompts]) == 0  # fmt: skip
+    js = tmp_path / "eval.json"
+    assert main(["evaluate", "--quantized", str(pixart.q), "--num-samples", "2", "--no-inception", "--json", str(js),
+                 *pixart.prompts]) == 0  # fmt: skip
+    rows = {r["model"]: r for r in json.loads(js.read_text())["rows"]}
+    assert rows["quantized"]["psnr"] > 15
+    assert main(["analyze", "--model", str(pixart.folder), "--steps", str(K), "--num-samples", "2", "--top", "3",
+                 "--out", str(tmp_path / "an"), *pixart.prompts[:2]]) == 0  # fmt: skip
+
+
+def test_pixart_export_is_refused_before_any_work(pixart, tmp_path, caplog):
+    assert main(["export", "--quantized", str(pixart.q), "--out", str(tmp_path / "onnx")]) == 2
+    assert "PixArtTransformer2DModel" in caplog.text and "DiTTransformer2DModel" in caplog.text
+    assert not (tmp_path / "onnx").exists()
+    assert main(["bench-deploy", "--quantized", str(pixart.q), "--out-dir", str(tmp_path)]) == 2
