@@ -41,6 +41,14 @@ def launched_state() -> Any | None:
     return process_state()
 
 
+def finish_processes() -> None:
+    """Leave the process group, when one was started, once every process is done: a process that exits while
+    the others still talk to it can abort in the communication library's threads."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def process_state() -> Any:
     """``accelerate``'s ``PartialState``, on the CPU (gloo) when there is no GPU."""
     try:

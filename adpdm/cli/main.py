@@ -48,10 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         logging.getLogger("adpdm").error("%s", err)
         return 2
+    from ..distributed import finish_processes
+
+    finish_processes()  # under `accelerate launch`: every process leaves together
+    return code
 
 
 if __name__ == "__main__":
