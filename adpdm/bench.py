@@ -42,9 +42,10 @@ TUNED_ON = (
 )
 PROTOCOL = (
     "every method calibrated on the same draws {draws} (calibration noise seeds) and scored on held-out "
-    "evaluation noise seed {seed}; {tuned_on}; the field's layer protocol: conv_in and conv_out at 8 bits "
-    "(W8A8) and the network output unquantized, for every method alike, except the presets ending in -strict, "
-    "which quantize conv_in and conv_out at the preset's bits too"
+    "evaluation noise seed {seed}; {tuned_on}; the field's layer protocol: the first and last layer (a UNet's "
+    "conv_in and conv_out, a transformer's patch embedding pos_embed.proj and final projection proj_out_2) at 8 "
+    "bits (W8A8) and the network output unquantized, for every method alike, except the presets ending in "
+    "-strict, which quantize those two layers at the preset's bits too"
 )
 
 

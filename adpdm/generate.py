@@ -143,10 +143,11 @@ def decode_latents(model: DiffusionModel, out: SampleOutput, batch_size: int) ->
     return SampleOutput(images=torch.cat(images).clamp(-1.0, 1.0), labels=out.labels)
 
 
-@torch.no_grad()
 class _PipelineUNet(torch.nn.Module):
     """A denoiser that is no torch module (an ONNX Runtime export, :class:`adpdm.deploy.OnnxDenoiser`) as the
-    UNet a diffusers pipeline calls: the FP UNet's config, CPU float32 tensors in and out."""
+    UNet or transformer a diffusers pipeline calls: the FP denoiser's ``config``, ``dtype`` and ``device``, CPU
+    float32 tensors in and out. It takes a UNet's call ``(sample, timestep, encoder_hidden_states)`` and
+    PixArt's (keyword timestep, ``encoder_attention_mask``, ``added_cond_kwargs`` without values)."""
 
     def __init__(self, denoiser: Any, config: Any) -> None:
         super().__init__()
@@ -161,9 +162,22 @@ class _PipelineUNet(torch.nn.Module):
     def device(self) -> torch.device:
         return self.anchor.device
 
-    def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: Any = None, return_dict: bool = True,
-                **_: Any) -> Any:  # fmt: skip
-        eps = self.denoiser(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+    @torch.no_grad()
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: Any,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+        **_: Any,
+    ) -> Any:
+        given = sorted(k for k, v in (added_cond_kwargs or {}).items() if v is not None)
+        if given:
+            raise ValueError(f"the ONNX export takes no added_cond_kwargs; the pipeline passes {', '.join(given)}")
+        eps = self.denoiser(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                            encoder_attention_mask=encoder_attention_mask).sample  # fmt: skip
         return SimpleNamespace(sample=eps) if return_dict else (eps,)
 
 

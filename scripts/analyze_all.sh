@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sensitivity analysis (`adpdm analyze`) of both embedded models at W8A8, W6A6 and W4A8.
-# Usage: bash scripts/analyze_all.sh [NUM_SAMPLES] [THREADS]
+# Sensitivity analysis (`adpdm analyze`) of the embedded models at W8A8, W6A6 and W4A8.
+# Usage: bash scripts/analyze_all.sh [NUM_SAMPLES] [THREADS]; MODELS (default "mnist mnist-cond mnist-dit") and
+# PRESETS (default "w8a8 w6a6 w4a8") choose the rows, e.g. MODELS=mnist-dit PRESETS="w8a8 w8a6".
 # Defaults: 8 FP trajectories of 20 DDIM steps (seed 1), 1 torch thread (the fastest on a shared
 # 2-core machine); writes benchmarks/results/analyze/<model>_<preset>/ (analysis.json, heatmap.png,
 # ranges.png, stdout.txt with the table and the --suggest 0.05 layers) and times.txt (wall seconds).
@@ -10,8 +11,8 @@ NUM_SAMPLES=${1:-8}
 THREADS=${2:-1}
 ROOT=benchmarks/results/analyze
 mkdir -p "$ROOT"
-for model in mnist mnist-cond; do
-  for preset in w8a8 w6a6 w4a8; do
+for model in ${MODELS:-mnist mnist-cond mnist-dit}; do
+  for preset in ${PRESETS:-w8a8 w6a6 w4a8}; do
     out="$ROOT/${model}_${preset}"
     start=$(date +%s.%N)
     .venv/bin/adpdm analyze --model "embedded:$model" --preset "$preset" --steps 20 --num-samples "$NUM_SAMPLES" \

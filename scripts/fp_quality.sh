@@ -2,7 +2,8 @@
 # Quality of the embedded FP models, measured with the project's own commands (see README).
 # Usage: bash scripts/fp_quality.sh [NUM_COND] [NUM_UNCOND] [REF_NUM]
 # Defaults: 1,000 guided conditional samples (classifier accuracy and classifier-feature FID),
-# 2,000 unconditional samples for the Inception FID against the first 2,000 MNIST test images.
+# 2,000 unconditional samples for the Inception FID against the first 2,000 MNIST test images. The
+# class-conditional DiT is measured like the conditional UNet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NUM_COND=${1:-1000}
@@ -12,6 +13,8 @@ mkdir -p benchmarks/results
 # class-conditional model: classifier accuracy of guided samples (guidance 2.0) and classifier-feature FID
 .venv/bin/adpdm evaluate --model embedded:mnist-cond --num-samples "$NUM_COND" --steps 100 --no-inception \
   --json benchmarks/results/fp_mnist-cond.json
+.venv/bin/adpdm evaluate --model embedded:mnist-dit --num-samples "$NUM_COND" --steps 100 --no-inception \
+  --json benchmarks/results/fp_mnist-dit.json
 # unconditional model: Inception FID against the MNIST test set
 .venv/bin/adpdm evaluate --model embedded:mnist --num-samples "$NUM_UNCOND" --steps 100 --ref-num "$REF_NUM" \
   --json benchmarks/results/fp_mnist.json

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Train both embedded models side by side on one CUDA GPU, then check them and the CUDA path.
+# Train the three embedded models side by side on one CUDA GPU, then check them and the CUDA path.
 #
 # Usage: bash scripts/train_embedded_gpu.sh OUT_DIR [MINUTES]
 #
-# Each model continues from the shipped weights (--init-from) for MINUTES (default 6) of wall
-# time, with the cosine schedule fitted to that budget (--fit-to-time). Beside them the class-
-# conditional DiT (mnist-dit, not shipped yet: one training step of batch 64 takes about 8 s on the
-# 2-core CPU) trains from scratch for the same time, into OUT_DIR/train/mnist-dit. Then, with the new
+# Each model (the UNets mnist and mnist-cond, the class-conditional DiT mnist-dit) continues from the shipped
+# weights (--init-from) for MINUTES (default 6) of wall time, all three side by side, with the cosine schedule
+# fitted to that budget (--fit-to-time). Then, with the new
 # weights copied into the package tree of this checkout:
 #   - the conditional model's classifier accuracy on 2,000 guided samples (no Inception: the
 #     FID network is measured on the CPU machine, see scripts/fp_quality.sh),
@@ -32,15 +31,12 @@ print('torch', torch.__version__, 'diffusers', diffusers.__version__, \
       torch.cuda.get_device_name() if d.type == 'cuda' else 'cpu')"
 
 pids=()
-for name in mnist mnist-cond; do
+for name in mnist mnist-cond mnist-dit; do
   "$python" scripts/train_embedded.py --name "$name" --device "$device" --batch-size 256 --steps 200000 \
     --max-minutes "$minutes" --fit-to-time --init-from "adpdm/embedded/assets/$name" --threads 4 \
     --out "$out/train/$name" >"$out/train_$name.log" 2>&1 &
   pids+=($!)
 done
-"$python" scripts/train_embedded.py --name mnist-dit --device "$device" --batch-size 256 --steps 200000 \
-  --max-minutes "$minutes" --fit-to-time --threads 4 --out "$out/train/mnist-dit" >"$out/train_mnist-dit.log" 2>&1 &
-pids+=($!)
 # the whole pipeline on the device, on the shipped models, while it trains (timings are shared)
 for method in rtn qdiffusion adpdm; do
   adpdm quantize --model embedded:mnist --method "$method" --preset w4a8 --device "$device" "${quant_args[@]}" \
@@ -52,7 +48,7 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 tail -n 3 "$out"/train/*/train_log.txt
 tar -czf "$out/models.tar.gz" -C "$out/train" mnist mnist-cond mnist-dit
 
-for name in mnist mnist-cond; do
+for name in mnist mnist-cond mnist-dit; do
   cp "$out/train/$name"/* "adpdm/embedded/assets/$name/"
   adpdm sample --model "embedded:$name" --num 100 --device "$device" --out "$out/fp_$name.png" >>"$out/checks.log" 2>&1
 done

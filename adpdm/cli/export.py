@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "export",
         help="export a quantized model for integer deployment (ONNX QDQ)",
         description="Export a frozen quantized UNet as ONNX QDQ graphs sharing one integer weight file (text-"
-        "conditioned UNets: the text embeddings an input of the graphs, no conv output quantizers).",
+        "conditioned UNets and PixArt: the text embeddings, and PixArt's padding mask, inputs of the graphs; no "
+        "conv output quantizers).",
     )
     parser.add_argument("--quantized", metavar="DIR", required=True, help="a folder written by `adpdm quantize`")
     parser.add_argument("--guidance", type=float, help="guidance of the calibration sampler (default 1.0)")

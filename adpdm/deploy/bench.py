@@ -4,9 +4,10 @@ For one quantized checkpoint: the exact export (no conv output quantizers, "befo
 int8-conv export ("after"), the fp32 graph of the same network, and PyTorch fp32 (quantizers
 bypassed). Times are the median of repeats, one thread; results carry the machine.
 
-A text-conditioned UNet exports exact graphs only (:func:`adpdm.deploy.export_onnx`), so its
-quantized runner is the exact export; every run feeds the embeddings of one fixed prompt
-(:data:`TEXT_PROMPT`, the pipeline's own tokenizer and text encoder) without guidance.
+A text-conditioned denoiser (UNet or PixArt) exports exact graphs only (:func:`adpdm.deploy.export_onnx`),
+so its quantized runner is the exact export; every run feeds the embeddings of one fixed prompt
+(:data:`TEXT_PROMPT`, the pipeline's own tokenizer and text encoder; for PixArt with its padding mask)
+without guidance.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import PixArtTransformer2DModel
 
 from ..checkpoint import load_quantized
 from ..context import step_context
@@ -70,33 +72,43 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
 TEXT_PROMPT = "a photograph of a cat"
 
 
-def text_embeddings(model: DiffusionModel, prompt: str = TEXT_PROMPT) -> torch.Tensor:
-    """(1, tokens, dim): ``prompt`` through a text model's tokenizer and text encoder."""
+def text_conditioning(model: DiffusionModel, prompt: str = TEXT_PROMPT) -> dict[str, torch.Tensor]:
+    """``prompt`` as a text model's pipeline feeds it to the denoiser, batch 1: ``encoder_hidden_states``
+    (1, tokens, dim) from its tokenizer and text encoder; for PixArt also the padding mask
+    ``encoder_attention_mask`` (1, tokens), from the pipeline's own ``encode_prompt``."""
     pipe = model.pipeline
-    tok = pipe.tokenizer
-    ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids  # fmt: skip
+    device = pipe.text_encoder.device
     with torch.no_grad():
-        return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0].float().cpu()
+        if isinstance(model.unet, PixArtTransformer2DModel):
+            emb, mask, _, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=device)
+            return {"encoder_hidden_states": emb.float().cpu(), "encoder_attention_mask": mask.float().cpu()}
+        tok = pipe.tokenizer
+        ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids  # fmt: skip
+        return {"encoder_hidden_states": pipe.text_encoder(ids.to(device))[0].float().cpu()}
+
+
+def _batched(cond: dict[str, torch.Tensor], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch-1 conditioning repeated to ``batch`` rows."""
+    return {name: v.to(device).expand(batch, *v.shape[1:]) for name, v in cond.items()}
 
 
 class _FixedText:
-    """A text-conditioned denoiser called as a class-free one: every call gets the same embeddings."""
+    """A text-conditioned denoiser called as a class-free one: every call gets the same conditioning."""
 
-    def __init__(self, denoiser: Any, embeddings: torch.Tensor) -> None:
-        self.denoiser, self.embeddings = denoiser, embeddings
+    def __init__(self, denoiser: Any, cond: dict[str, torch.Tensor]) -> None:
+        self.denoiser, self.cond = denoiser, cond
 
     def __getattr__(self, name: str) -> Any:  # config, device, dtype, parameters of the denoiser
         return getattr(self.denoiser, name)
 
     def __call__(self, sample: torch.Tensor, timestep: Any, class_labels: Any = None, **_: Any) -> Any:
-        emb = self.embeddings.to(sample.device).expand(sample.shape[0], -1, -1)
-        return self.denoiser(sample, timestep, encoder_hidden_states=emb)
+        return self.denoiser(sample, timestep, **_batched(self.cond, sample.shape[0], sample.device))
 
 
-def _conditioning(model: DiffusionModel, batch: int, text: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def _conditioning(model: DiffusionModel, batch: int, text: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     if text is not None:
-        return {"encoder_hidden_states": text.expand(batch, -1, -1)}
+        return _batched(text, batch, torch.device("cpu"))
     if model.num_classes is not None:
         return {"class_labels": torch.zeros(batch, dtype=torch.long)}
     return {}
@@ -162,12 +174,12 @@ def speedups(result: dict[str, Any]) -> dict[str, Any]:
 
 def quantized_runner(by_runner: dict[str, Any]) -> str:
     """The quantized runner the speed-ups compare: the int8-conv export, or the exact one where there is
-    none (text-conditioned UNets)."""
+    none (text-conditioned denoisers)."""
     return "int8" if "int8" in by_runner else "int8_exact"
 
 
 def _measure(unet: torch.nn.Module, model: Any, quantized: str | Path, cfg: BenchConfig, work: Path) -> dict[str, Any]:
-    text = text_embeddings(model) if model.kind == "text" else None
+    text = text_conditioning(model) if model.kind == "text" else None
     folders = {"int8_exact": work / "exact"}
     export_onnx(unet, folders["int8_exact"], weight_format=cfg.weight_format)
     if text is None:

@@ -210,6 +210,7 @@ def remove_unused(model: onnx.ModelProto) -> None:
         if any(o in used for o in node.output):
             keep_nodes.append(node)
             used.update(x for x in node.input if x)
+            used.update(_subgraph_reads(node))
     del graph.node[:]
     graph.node.extend(reversed(keep_nodes))
     keep = [t for t in graph.initializer if t.name in used]
@@ -220,6 +221,18 @@ def remove_unused(model: onnx.ModelProto) -> None:
 def _has_subgraphs(graph: onnx.GraphProto) -> bool:
     kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     return any(a.type in kinds for n in graph.node for a in n.attribute)
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every name the subgraphs of ``node`` (an ``If`` branch, a ``Loop`` body) read, outer values included."""
+    reads: set[str] = set()
+    for a in node.attribute:
+        for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs:
+            reads.update(o.name for o in sub.output)
+            for inner in sub.node:
+                reads.update(x for x in inner.input if x)
+                reads |= _subgraph_reads(inner)
+    return reads
 
 
 def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str]) -> None:
@@ -347,9 +360,8 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
     of a static dimension ``i`` becomes that number. The exporter writes GroupNorm this way.
     """
     graph = model.graph
-    if _has_subgraphs(graph):
-        return 0
     infos, consumers, values = _inferred(model), _consumers(graph), constant_values(model, SHAPE_SIZED)
+    in_subgraphs = set().union(*(_subgraph_reads(n) for n in graph.node))  # read there: keep the shape itself
     drop, folded = set(), 0
     for node in graph.node:
         if node.op_type != "Shape" or node.attribute or node.input[0] not in infos:
@@ -370,7 +382,7 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
                 folded += 1
         rest = [u for u in users if id(u) not in drop]
         batch = _batch_symbol(infos, node.input[0])
-        if rest and batch is not None and all(
+        if rest and batch is not None and node.output[0] not in in_subgraphs and all(
             u.op_type == "Reshape" and u.input[1] == node.output[0] and not _allows_zero(u)
             and _batch_symbol(infos, u.input[0]) == batch for u in rest
         ):  # fmt: skip
@@ -434,8 +446,8 @@ def fold_batch_reshapes(model: onnx.ModelProto) -> int:
     return folded
 
 
-FOLDABLE = frozenset({"Add", "Cast", "Ceil", "Concat", "Div", "Floor", "Gather", "Identity", "Mul", "Range",
-                      "Reshape", "Slice", "Sqrt", "Squeeze", "Sub", "Unsqueeze"})  # fmt: skip
+FOLDABLE = frozenset({"Add", "Cast", "Ceil", "Concat", "Div", "Equal", "Floor", "Gather", "Identity", "Mul",
+                      "Range", "Reshape", "Slice", "Sqrt", "Squeeze", "Sub", "Unsqueeze"})  # fmt: skip
 
 
 def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) -> list[np.ndarray]:
@@ -469,6 +481,33 @@ def fold_constants(model: onnx.ModelProto, max_elements: int = SHAPE_SIZED) -> i
     return folded
 
 
+def inline_constant_ifs(model: onnx.ModelProto) -> int:
+    """Replace every ``If`` whose condition is a constant by the nodes of the branch it takes; returns how many.
+
+    The exporter writes ``squeeze(dim)`` of a dimension it cannot size as an ``If`` on that dimension
+    being 1 (PixArt's output projection). Once the static shapes are folded the condition is a constant,
+    and the branch that never runs has to go: ONNX Runtime rejects the graph for a ``Squeeze`` of a
+    dimension it knows is not 1, even in that branch.
+    """
+    graph = model.graph
+    values = constant_values(model, SHAPE_SIZED)
+    nodes, inlined = [], 0
+    for node in graph.node:
+        cond = values.get(node.input[0]) if node.op_type == "If" else None
+        if cond is None:
+            nodes.append(node)
+            continue
+        taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
+        branch = next(a.g for a in node.attribute if a.name == taken)
+        graph.initializer.extend(branch.initializer)
+        nodes += list(branch.node)
+        nodes += [helper.make_node("Identity", [b.name], [o]) for b, o in zip(branch.output, node.output, strict=True)]
+        inlined += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return inlined
+
+
 def slim(model: onnx.ModelProto) -> onnx.ModelProto:
     """A smaller graph computing the same function (in place; returns it).
 
@@ -478,8 +517,9 @@ def slim(model: onnx.ModelProto) -> onnx.ModelProto:
     :func:`adpdm.deploy.external.save_shared` now keeps inline.
     """
     constants_to_initializers(model)
+    folds = (fold_static_shapes, fold_constants, inline_constant_ifs, fold_batch_reshapes)
     for _ in range(8):  # each fold lets shape inference see more static shapes: repeat to a fixed point
-        if not fold_static_shapes(model) + fold_constants(model) + fold_batch_reshapes(model):
+        if not sum(fold(model) for fold in folds):
             break
         remove_unused(model)
     dedupe_initializers(model)

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel, UNet2DModel
 from safetensors.torch import save_file
 from torch import nn
 
+from ..models.unet import TEXT_DENOISERS
 from ..nn.layers import QuantConv2d
 from ..quantize import get_config, quant_layers
 from .calibrate import CalibrationSpec, OutputQParams, record_output_ranges
@@ -78,18 +79,44 @@ class _TextDenoiser(nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
 
 
+class _PixArtDenoiser(nn.Module):
+    """``(sample, timestep, encoder_hidden_states, encoder_attention_mask) -> eps and variance``: a PixArt
+    transformer, the text embeddings and their padding mask (1 = token, 0 = padding) inputs of the graph."""
+
+    def __init__(self, transformer: PixArtTransformer2DModel) -> None:
+        super().__init__()
+        self.unet = transformer
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        no_sizes = {"resolution": None, "aspect_ratio": None}  # micro-conditions: refused by check_exportable
+        return self.unet(sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
+                         encoder_attention_mask=encoder_attention_mask, added_cond_kwargs=no_sizes,
+                         return_dict=False)[0]  # fmt: skip
+
+
 TEXT_TOKENS = 77  # the traced sequence length of the text embeddings (CLIP's); the graph takes any
 
 
-EXPORTABLE = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel")
+EXPORTABLE = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
 
 
 def check_exportable(unet: nn.Module) -> None:
-    """A ``ValueError`` naming the class and the exportable ones for a denoiser the export does not cover
-    (PixArt: its text-conditioned transformer takes more than the graph's inputs)."""
+    """A ``ValueError`` naming the class and the exportable ones for a denoiser the export does not cover, and
+    for a PixArt transformer with micro-conditions (``use_additional_conditions``: resolution and aspect
+    ratio, PixArt-alpha at 1024 pixels), which the graph does not take."""
     if type(unet).__name__ not in EXPORTABLE:
         raise ValueError(f"ONNX export supports the denoisers {', '.join(EXPORTABLE)}; this model's is "
                          f"{type(unet).__name__}")  # fmt: skip
+    if getattr(unet, "use_additional_conditions", False):
+        raise ValueError("ONNX export of a PixArt transformer with use_additional_conditions (the resolution and "
+                         "aspect-ratio micro-conditions of PixArt-alpha at 1024 pixels) is not supported: the graph "
+                         "takes sample, timestep, text embeddings and their mask only")  # fmt: skip
 
 
 def has_class_labels(unet: UNet2DModel) -> bool:
@@ -97,40 +124,48 @@ def has_class_labels(unet: UNet2DModel) -> bool:
     ``class_embed_type``)."""
     if isinstance(unet, DiTTransformer2DModel):
         return True
-    if isinstance(unet, UNet2DConditionModel):
+    if type(unet).__name__ in TEXT_DENOISERS:
         return False
     return unet.config.num_class_embeds is not None or unet.config.class_embed_type is not None
 
 
-def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
-    """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch (and
-    dynamic token count of a text-conditioned UNet's ``encoder_hidden_states``)."""
-    check_exportable(unet)
+def _graph_inputs(unet: nn.Module, batch: int) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, dict]]:
+    """The traced wrapper, its example inputs by graph input name and their dynamic axes."""
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
     hw = (size, size) if isinstance(size, int) else size
     device = next(unet.buffers()).device
-    args: tuple[torch.Tensor, ...] = (
-        torch.zeros(batch, cfg.in_channels, *hw, device=device),  # (B, C, H, W)
-        torch.full((batch,), 500.0, device=device),  # (B,) float timesteps
-    )
-    names = ["sample", "timestep"]
+    inputs = {
+        "sample": torch.zeros(batch, cfg.in_channels, *hw, device=device),  # (B, C, H, W)
+        "timestep": torch.full((batch,), 500.0, device=device),  # (B,) float timesteps
+    }
     wrapper: nn.Module = _Denoiser(unet)
     if has_class_labels(unet):
-        args += (torch.zeros(batch, dtype=torch.long, device=device),)
-        names.append("class_labels")
-    dynamic = {name: {0: "batch"} for name in [*names, "eps"]}
+        inputs["class_labels"] = torch.zeros(batch, dtype=torch.long, device=device)
     if isinstance(unet, UNet2DConditionModel):
-        args += (torch.zeros(batch, TEXT_TOKENS, cfg.cross_attention_dim, device=device),)
-        names.append("encoder_hidden_states")
-        dynamic["encoder_hidden_states"] = {0: "batch", 1: "tokens"}
         wrapper = _TextDenoiser(unet)
+        inputs["encoder_hidden_states"] = torch.zeros(batch, TEXT_TOKENS, cfg.cross_attention_dim, device=device)
+    if isinstance(unet, PixArtTransformer2DModel):
+        wrapper = _PixArtDenoiser(unet)
+        inputs["encoder_hidden_states"] = torch.zeros(batch, TEXT_TOKENS, cfg.caption_channels, device=device)
+        inputs["encoder_attention_mask"] = torch.ones(batch, TEXT_TOKENS, device=device)  # (B, T), 1 = token
+    dynamic = {name: {0: "batch", 1: "tokens"} if name.startswith("encoder_") else {0: "batch"}
+               for name in [*inputs, "eps"]}  # fmt: skip
+    return wrapper, inputs, dynamic
+
+
+def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:
+    """Trace ``unet`` (in whatever export or float mode is active) to an ONNX model, dynamic batch (and
+    dynamic token count of a text-conditioned denoiser's ``encoder_hidden_states`` and PixArt's
+    ``encoder_attention_mask``)."""
+    check_exportable(unet)
+    wrapper, inputs, dynamic = _graph_inputs(unet, batch)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on diffusers' shape asserts
         torch.onnx.export(
-            wrapper.eval(), args, buffer, dynamo=False, opset_version=OPSET,
-            input_names=names, output_names=["eps"], dynamic_axes=dynamic,
+            wrapper.eval(), tuple(inputs.values()), buffer, dynamo=False, opset_version=OPSET,
+            input_names=list(inputs), output_names=["eps"], dynamic_axes=dynamic,
         )  # fmt: skip
     return onnx.load_model_from_string(buffer.getvalue())
 
@@ -188,7 +223,7 @@ def export_onnx(
             :mod:`adpdm.deploy.calibrate`); with it the convolutions run as int8 ``QLinearConv``,
             without it (default) they compute in float on dequantized inputs (exactly the
             PyTorch model's arithmetic, but slow: only the Gemm / MatMul layers fuse). Text-
-            conditioned UNets export without it (their calibration sampler needs prompts).
+            conditioned denoisers export without it (their calibration sampler needs prompts).
         weight_format: ``"auto"`` (default), ``"uint8"`` (the checkpoint's codes and
             per-channel zero points, exact; U8U8 kernels), ``"int8"`` (symmetric, W8 channels
             re-rounded; U8S8 kernels, which saturate on CPUs without VNNI) or ``"int8r"``
@@ -197,8 +232,8 @@ def export_onnx(
     """
     cfg = get_config(unet)  # raises for an unquantized model
     unet = unet.cpu().eval()
-    if calibration is not None and isinstance(unet, UNet2DConditionModel):
-        raise ValueError("a text-conditioned UNet exports without conv output ranges (calibration=None, "
+    if calibration is not None and type(unet).__name__ in TEXT_DENOISERS:
+        raise ValueError("a text-conditioned denoiser exports without conv output ranges (calibration=None, "
                          "`adpdm export --exact`): their sampler would need prompts")  # fmt: skip
     weight_format = resolve_format(unet, weight_format)
     weights = {name: int8_weight(layer, weight_format) for name, layer in quant_layers(unet)}

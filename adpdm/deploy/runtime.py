@@ -91,10 +91,21 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _token_mask(mask: torch.Tensor | None, embeddings: np.ndarray) -> np.ndarray:
+    """(B, T) float32 padding mask of ``embeddings`` (B, T, D): ``mask``, or all ones without one."""
+    if mask is None:
+        return np.ones(embeddings.shape[:2], np.float32)
+    if mask.ndim != 2:
+        raise ValueError(f"encoder_attention_mask must be (batch, tokens) with 1 = token, 0 = padding; got shape "
+                         f"{tuple(mask.shape)}")  # fmt: skip
+    return mask.detach().float().cpu().numpy()
+
+
 class OnnxDenoiser:
     """The exported UNet as a denoiser: ``denoiser(sample, timestep, class_labels=None,
-    encoder_hidden_states=None).sample`` (labels for class-conditional exports, text embeddings for
-    text-conditioned ones).
+    encoder_hidden_states=None, encoder_attention_mask=None).sample`` (labels for class-conditional exports,
+    text embeddings for text-conditioned ones, and their padding mask for PixArt's: 1 = token, 0 = padding,
+    all tokens when left out, as the PyTorch model).
 
     Args:
         folder: an export folder written by :func:`adpdm.deploy.export_onnx`.
@@ -143,6 +154,7 @@ class OnnxDenoiser:
         timestep: torch.Tensor | float,
         class_labels: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         **_: Any,
     ) -> SimpleNamespace:
         g = self.graph_for(current_step())
@@ -159,6 +171,8 @@ class OnnxDenoiser:
             if encoder_hidden_states is None:
                 raise ValueError("this model is text-conditioned: pass encoder_hidden_states (the text embeddings)")
             feeds["encoder_hidden_states"] = encoder_hidden_states.detach().float().cpu().numpy()
+        if "encoder_attention_mask" in self.inputs:
+            feeds["encoder_attention_mask"] = _token_mask(encoder_attention_mask, feeds["encoder_hidden_states"])
         self.calls[g] += 1
         (eps,) = self.sessions[g].run(None, feeds)
         return SimpleNamespace(sample=torch.from_numpy(eps))

@@ -1,5 +1,8 @@
 """The project's embedded default models: small MNIST DDPMs trained by the project.
 
+``mnist`` and ``mnist-cond`` are UNets (unconditional, class-conditional); ``mnist-dit`` is a
+class-conditional diffusion transformer (diffusers' ``DiTTransformer2DModel``, patches of 4 pixels).
+
 Their weights ship inside the package, under ``adpdm/embedded/assets/<name>/``, so the
 quantization pipeline runs without any download::
 
@@ -14,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffusers import DDPMScheduler, SchedulerMixin, UNet2DModel
+from diffusers import DDPMScheduler, DiTTransformer2DModel, SchedulerMixin, UNet2DModel
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +26,20 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 PREFIX = "embedded:"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 # name -> (num_classes, null_class); the null class is the classifier-free-guidance label.
-_MODELS: dict[str, tuple[int | None, int | None]] = {"mnist": (None, None), "mnist-cond": (10, 10)}
+_MODELS: dict[str, tuple[int | None, int | None]] = {
+    "mnist": (None, None),
+    "mnist-cond": (10, 10),
+    "mnist-dit": (10, 10),
+}
+_CLASSES = {"UNet2DModel": UNet2DModel, "DiTTransformer2DModel": DiTTransformer2DModel}
 
 
 @dataclass
 class EmbeddedModel:
-    """An embedded DDPM: its UNet (eval mode, fp32) and its training noise schedule."""
+    """An embedded DDPM: its denoiser (a UNet or a DiT; eval mode, fp32) and its training noise schedule."""
 
     name: str
-    unet: UNet2DModel
+    unet: nn.Module
     scheduler_config: dict
     num_classes: int | None  # 10 for a class-conditional model, else None
     null_class: int | None  # label of the unconditional branch for classifier-free guidance
@@ -62,8 +71,8 @@ def load_embedded(name: str) -> EmbeddedModel:
     """Load an embedded model by name.
 
     Args:
-        name: ``"mnist"`` (unconditional) or ``"mnist-cond"`` (class-conditional, null label
-            10 for classifier-free guidance), optionally prefixed with ``"embedded:"``.
+        name: ``"mnist"`` (unconditional), ``"mnist-cond"`` or ``"mnist-dit"`` (class-conditional,
+            null label 10 for classifier-free guidance), optionally prefixed with ``"embedded:"``.
 
     Example::
 
@@ -77,7 +86,10 @@ def load_embedded(name: str) -> EmbeddedModel:
             f"weights of embedded model {short!r} are missing in {folder}; produce them with "
             f"`python scripts/train_embedded.py --name {short} --out adpdm/embedded/assets/{short}`"
         )
-    unet = UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False).float().eval()
+    class_name = json.loads((folder / "config.json").read_text()).get("_class_name", "UNet2DModel")
+    if class_name not in _CLASSES:
+        raise ValueError(f"embedded model {short!r} has an unknown denoiser class {class_name!r}")
+    unet = _CLASSES[class_name].from_pretrained(folder, low_cpu_mem_usage=False).float().eval()
     scheduler_config = json.loads((folder / "scheduler_config.json").read_text())
     num_classes, null_class = _MODELS[short]
     logger.debug("loaded embedded model %s from %s", short, folder)

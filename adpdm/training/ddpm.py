@@ -55,6 +55,8 @@ class TrainConfig:
         block_out_channels, layers_per_block, norm_num_groups, attention_head_dim: UNet shape.
         patch_size, dit_layers, dit_heads, dit_head_dim: DiT shape (patches of the 32x32 image,
             transformer blocks, attention heads and their width; hidden size heads x width).
+            Default patch 4 (64 tokens), 6 blocks, 4 x 32: one training step of 64 images takes
+            0.30 s on the 2-core CPU, against 2.55 s with patch 2 (256 tokens) at the same width.
         log_every: steps between loss lines in ``train_log.txt``. Default 50.
         checkpoint_every: steps between checkpoints. Default 250.
         seed: seeds the weights, the batches, the noise and the timesteps. Default 0.
@@ -88,7 +90,7 @@ class TrainConfig:
     layers_per_block: int = 1
     norm_num_groups: int = 8
     attention_head_dim: int = 32
-    patch_size: int = 2
+    patch_size: int = 4
     dit_layers: int = 6
     dit_heads: int = 4
     dit_head_dim: int = 32

@@ -168,8 +168,53 @@ def test_pixart_quantizes_samples_and_evaluates_through_its_pipeline(pixart, tmp
                  "--out", str(tmp_path / "an"), *pixart.prompts[:2]]) == 0  # fmt: skip
 
 
-def test_pixart_export_is_refused_before_any_work(pixart, tmp_path, caplog):
+def test_pixart_exports_and_samples_in_its_pipeline_with_onnxruntime(pixart, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from adpdm.deploy import OnnxDenoiser
+    from adpdm.eval.metrics import psnr
+    from adpdm.generate import Conditioning, generate
+    from adpdm.models.source import resolve_model
+    from adpdm.sampling import SamplerConfig
+
+    onnx = tmp_path / "onnx"
+    assert main(["export", "--quantized", str(pixart.q), "--out", str(onnx)]) == 0
+    denoiser = OnnxDenoiser(onnx)
+    assert denoiser.inputs == ["sample", "timestep", "encoder_hidden_states", "encoder_attention_mask"]
+    assert main(["sample", "--quantized", str(pixart.q), "--backend", "onnxruntime", "--onnx", str(onnx), "--num",
+                 "2", "--compare", "--out", str(tmp_path / "g.png"), *pixart.prompts]) == 0  # fmt: skip
+    resolved = resolve_model(None, pixart.q)
+    cfg = SamplerConfig(num_steps=resolved.steps, guidance_scale=3.0)
+    cond = Conditioning(prompts=["a red cat", "a blue dog"])
+    ref = generate(resolved.model, adpdm.load_quantized(pixart.q), 2, cfg, cond, progress=False).images
+    out = generate(resolved.model, denoiser, 2, cfg, cond, progress=False).images
+    assert out.shape == (2, 3, 16, 16) and float(psnr(out, ref).min()) > 30  # the pipeline's images, ORT vs PyTorch
+
+
+def test_bench_deploy_of_pixart_times_its_exact_graphs_on_a_prompt_and_its_mask(pixart, tmp_path):
+    pytest.importorskip("onnxruntime")
+    assert main(["bench-deploy", "--quantized", str(pixart.q), "--quick", "--name", "pixart",
+                 "--out-dir", str(tmp_path)]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "deploy_pixart.json").read_text())
+    assert result["quantized_runner"] == "int8_exact" and result["text_prompt"]
+    assert set(result["forward_ms"]["batch_16"]) == {"int8_exact", "fp32", "torch_fp32"}
+    assert all(v["int8_exact"] > 30 for v in result["psnr_vs_torch"].values())  # decoded images, same noise
+    assert "text-conditioned: the exact export" in (tmp_path / "deploy_pixart.md").read_text()
+
+
+def test_a_pixart_with_micro_conditions_is_refused_before_any_work(pixart, tmp_path, monkeypatch, caplog):
+    """PixArt-alpha at 1024 pixels conditions on resolution and aspect ratio, which the graph does not take."""
+    from adpdm.cli import bench_deploy, export
+
+    def with_micro_conditions(*args, **kwargs):
+        resolved = resolve_model(*args, **kwargs)
+        resolved.model.unet.use_additional_conditions = True
+        return resolved
+
+    from adpdm.models.source import resolve_model
+
+    for module in (export, bench_deploy):
+        monkeypatch.setattr(module, "resolve_model", with_micro_conditions)
     assert main(["export", "--quantized", str(pixart.q), "--out", str(tmp_path / "onnx")]) == 2
-    assert "PixArtTransformer2DModel" in caplog.text and "DiTTransformer2DModel" in caplog.text
-    assert not (tmp_path / "onnx").exists()
-    assert main(["bench-deploy", "--quantized", str(pixart.q), "--out-dir", str(tmp_path)]) == 2
+    assert "use_additional_conditions" in caplog.text and not (tmp_path / "onnx").exists()
+    assert main(["bench-deploy", "--quantized", str(pixart.q), "--out-dir", str(tmp_path / "bench")]) == 2
+    assert not (tmp_path / "bench").exists()

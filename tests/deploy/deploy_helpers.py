@@ -54,3 +54,30 @@ def frozen_embedded(
     with adpdm.calibrate(unet):
         run()
     return adpdm.freeze(unet), model.scheduler_config
+
+
+def make_pixart(**kwargs) -> torch.nn.Module:
+    """A tiny PixArt transformer (8x8 latents of 4 channels, learned variance, 16-dim captions), called as a
+    UNet is (:func:`adpdm.models.unet.prepare_denoiser`)."""
+    from diffusers import PixArtTransformer2DModel
+
+    from adpdm.models.unet import prepare_denoiser
+
+    torch.manual_seed(0)
+    return prepare_denoiser(PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
+        patch_size=2, cross_attention_dim=16, caption_channels=16, norm_num_groups=1, **kwargs,
+    ).eval())  # fmt: skip
+
+
+def frozen_pixart(groups: int = 2) -> torch.nn.Module:
+    """A tiny PixArt transformer at W8A8, calibrated on random latents and padded random captions, frozen."""
+    model = make_pixart()
+    adpdm.quantize_model(model, adpdm.QuantConfig.preset("w8a8", groups=groups, num_steps=STEPS))
+    x, emb, mask = torch.randn(4, 4, 8, 8), torch.randn(4, 12, 16), torch.ones(4, 12)
+    mask[:, 7:] = 0  # padding after 7 tokens
+    with adpdm.calibrate(model), torch.no_grad():
+        for k in range(STEPS):
+            with adpdm.step_context(k):
+                model(x, torch.full((4,), 999 - 160 * k), encoder_hidden_states=emb, encoder_attention_mask=mask)
+    return adpdm.freeze(model)

@@ -275,6 +275,53 @@ def test_slim_keeps_the_function_and_the_dynamic_batch(w8_groups):
         np.testing.assert_array_equal(a, b)
 
 
+def _squeeze_if_graph() -> onnx.ModelProto:
+    """``y = squeeze(relu(x), 1)`` for x of (batch, 4, 6) as the exporter writes a squeeze of a dimension it
+    cannot size: an ``If`` on that dimension being 1, whose then-branch squeezes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    then = helper.make_graph([helper.make_node("Squeeze", ["h", "axes"], ["t"])], "then", [], [out("t")])
+    other = helper.make_graph([helper.make_node("Identity", ["h"], ["e"])], "else", [], [out("e")])
+    nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Shape", ["h"], ["s"]),
+             helper.make_node("Gather", ["s", "one"], ["d"], axis=0), helper.make_node("Equal", ["d", "one"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]  # fmt: skip
+    consts = [numpy_helper.from_array(np.array(1, np.int64), "one"), numpy_helper.from_array(np.array([1]), "axes")]
+    graph = helper.make_graph(nodes, "squeeze", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 6])],
+                              [out("y")], initializer=consts)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_slim_inlines_an_if_on_a_static_dimension():
+    """ONNX Runtime refuses the exported graph (a Squeeze of a dimension it knows is 4, in the branch that
+    never runs); after slim the If is gone and the graph computes relu(x)."""
+    import onnxruntime as ort
+
+    from adpdm.deploy.graph import slim
+
+    model = _squeeze_if_graph()
+    with pytest.raises(Exception, match="Squeeze"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    small = slim(model)
+    assert "If" not in {n.op_type for n in small.graph.node}
+    x = np.random.default_rng(0).standard_normal((3, 4, 6)).astype(np.float32)
+    session = ort.InferenceSession(small.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], np.maximum(x, 0))
+
+
+def test_denoisers_the_export_does_not_cover_are_refused_by_name():
+    from deploy_helpers import make_pixart
+    from diffusers import UNet1DModel
+
+    from adpdm.deploy.onnx_export import check_exportable
+
+    with pytest.raises(ValueError, match="PixArtTransformer2DModel; this model's is UNet1DModel"):
+        check_exportable(UNet1DModel(block_out_channels=(8, 8, 8), norm_num_groups=8))
+    check_exportable(make_pixart())  # 256 and 512 pixels: no micro-conditions
+    with pytest.raises(ValueError, match="use_additional_conditions"):
+        check_exportable(make_pixart(use_additional_conditions=True))  # PixArt-alpha at 1024: resolution, aspect
+
+
 def _weight_nodes(model):
     inits = {t.name: t for t in model.graph.initializer}
     return [(n, inits[n.input[0]]) for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits

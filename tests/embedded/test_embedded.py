@@ -14,11 +14,11 @@ def _shipped(name: str) -> bool:
 
 
 def test_available_names() -> None:
-    assert available_embedded() == ["mnist", "mnist-cond"]
+    assert available_embedded() == ["mnist", "mnist-cond", "mnist-dit"]
 
 
 def test_unknown_name_lists_the_available_ones() -> None:
-    with pytest.raises(ValueError, match=r"available: \['mnist', 'mnist-cond'\]"):
+    with pytest.raises(ValueError, match=r"available: \['mnist', 'mnist-cond', 'mnist-dit'\]"):
         load_embedded("cifar10")
     with pytest.raises(ValueError):
         load_embedded("embedded:")
@@ -28,6 +28,32 @@ def test_missing_weights_say_how_to_train(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(embedded, "ASSETS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="scripts/train_embedded.py --name mnist-cond"):
         load_embedded("embedded:mnist-cond")
+
+
+def test_a_dit_folder_loads_as_a_dit(tmp_path, monkeypatch) -> None:
+    from adpdm.training.ddpm import TrainConfig, build_scheduler, build_unet
+
+    cfg = TrainConfig(arch="dit", conditional=True, patch_size=8, dit_layers=1, dit_heads=2, dit_head_dim=8)
+    build_unet(cfg).save_pretrained(tmp_path / "mnist-dit")
+    build_scheduler(cfg).save_pretrained(tmp_path / "mnist-dit")
+    monkeypatch.setattr(embedded, "ASSETS_DIR", tmp_path)
+    model = load_embedded("embedded:mnist-dit")
+    assert type(model.unet).__name__ == "DiTTransformer2DModel" and not model.unet.training
+    assert (model.num_classes, model.null_class) == (10, 10)
+    with torch.no_grad():
+        eps = model.unet(torch.randn(2, 1, 32, 32), torch.tensor([10, 900]), class_labels=torch.tensor([3, 10]))
+    assert eps.sample.shape == (2, 1, 32, 32)
+
+
+def test_an_unknown_denoiser_class_is_refused(tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    (folder / embedded.WEIGHTS_NAME).write_bytes(b"")
+    (folder / "scheduler_config.json").write_text("{}")
+    (folder / "config.json").write_text('{"_class_name": "UNet3DConditionModel"}')
+    monkeypatch.setattr(embedded, "ASSETS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="unknown denoiser class 'UNet3DConditionModel'"):
+        load_embedded("mnist")
 
 
 @pytest.mark.parametrize("name", ["mnist", "embedded:mnist-cond"])
@@ -69,3 +95,17 @@ def test_scheduler_helper_builds_ddim() -> None:
     scheduler = load_embedded("mnist").scheduler(DDIMScheduler)
     assert isinstance(scheduler, DDIMScheduler)
     assert scheduler.config.beta_end == pytest.approx(0.02)
+
+
+def test_shipped_dit_predicts_noise() -> None:
+    if not _shipped("mnist-dit"):
+        pytest.skip("mnist-dit weights not trained yet")
+    model = load_embedded("mnist-dit")
+    cfg = model.unet.config
+    assert (cfg.sample_size, cfg.in_channels, cfg.out_channels, cfg.patch_size) == (32, 1, 1, 4)
+    assert (model.num_classes, model.null_class) == (10, 10)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        eps = model.unet(x, torch.tensor([10, 900]), class_labels=torch.tensor([3, 10])).sample
+    assert eps.shape == (2, 1, 32, 32) and torch.isfinite(eps).all()
+    assert torch.nn.functional.cosine_similarity(eps[1].flatten(), x[1].flatten(), dim=0) > 0.8
