@@ -79,6 +79,9 @@ def _gain_and_cost(u: LayerSensitivity) -> tuple[float, int]:
 def suggest(report: SensitivityReport, budget: str | float) -> Suggestion:
     """Layers to keep at 8 bits (weights and activations) within ``budget`` (see the module docstring).
 
+    Raises ``ValueError`` when every candidate already has 8-bit weights (W8A6, W8A4): keeping its
+    activations at 8 bits costs no weight bytes, so a bytes budget would take them all.
+
     Example::
 
         s = suggest(report, "0.05")
@@ -87,6 +90,12 @@ def suggest(report: SensitivityReport, budget: str | float) -> Suggestion:
     budget_bytes = parse_budget(budget, fp32_weight_bytes(report))
     candidates = [(u.name, *_gain_and_cost(u)) for u in report.layers]
     candidates = [c for c in candidates if c[1] > 0]
+    if candidates and all(cost == 0 for _, _, cost in candidates):
+        raise ValueError(
+            "a weight-bytes budget cannot choose here: every layer with something to gain already has 8-bit weights "
+            "and gains only in its activations, which cost no bytes; budget bit-operations instead "
+            "(suggest_bops, or --suggest-by bops on the command line)"
+        )
     candidates.sort(key=lambda c: (-c[1] / max(c[2], 1), -c[1]))  # best score per extra byte first
     picked, used, gained = [], 0, 0.0
     for name, gain, cost in candidates:

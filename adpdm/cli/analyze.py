@@ -17,7 +17,7 @@ import torch
 
 from ..analysis import AnalyzeConfig, analyze, figures, format_cli, format_layer_bits, suggest, worst_table
 from ..analysis.report import SensitivityReport
-from ..analysis.suggest import format_layer_bits_cli, suggest_bops
+from ..analysis.suggest import KEEP_BITS, format_layer_bits_cli, suggest_bops
 from ..config import QuantConfig
 from ..generate import read_prompts
 from ..models.loading import load_model
@@ -73,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_fresh_folder(out)
+    if args.suggest and args.suggest_by == "bytes" and QuantConfig.preset(args.preset).wbits >= KEEP_BITS:
+        raise ValueError(
+            f"--suggest {args.suggest} counts extra weight bytes, and {args.preset}'s weights are already "
+            f"{KEEP_BITS}-bit: keeping a layer at {KEEP_BITS} bits costs no bytes, so a bytes budget cannot "
+            "choose; add --suggest-by bops (extra bit-operations, e.g. --suggest 10%)"
+        )
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load_model(args.model or "embedded:mnist", args.null_class)

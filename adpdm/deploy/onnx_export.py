@@ -31,7 +31,7 @@ from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DCon
 from safetensors.torch import save_file
 from torch import nn
 
-from ..models.unet import TEXT_DENOISERS
+from ..models.unet import TEXT_DENOISERS, prepare_denoiser
 from ..nn.layers import QuantConv2d
 from ..quantize import get_config, quant_layers
 from .calibrate import CalibrationSpec, OutputQParams, record_output_ranges
@@ -53,51 +53,18 @@ PREFIX = "unet"  # the wrapper's attribute name: exported node names start with 
 
 
 class _Denoiser(nn.Module):
-    """``(sample, timestep[, class_labels]) -> eps`` with plain tensors in and out."""
+    """``(sample, timestep, *conditions) -> eps`` with plain tensors in and out. ``conditions`` reach the model
+    by the names of the graph's further inputs: class labels; text embeddings, and PixArt's padding mask
+    (1 = token, 0 = padding). The text encoder stays outside the graph."""
 
-    def __init__(self, unet: UNet2DModel) -> None:
+    def __init__(self, unet: nn.Module, condition_names: list[str]) -> None:
         super().__init__()
-        self.unet = unet
+        self.unet = prepare_denoiser(unet)  # PixArt: timestep by name, no micro-conditions
+        self.condition_names = condition_names
 
-    def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.unet(sample, timestep, class_labels=class_labels, return_dict=False)[0]
-
-
-class _TextDenoiser(nn.Module):
-    """``(sample, timestep, encoder_hidden_states) -> eps``: a text-conditioned UNet, the text embeddings
-    an input of the graph (the text encoder stays outside it)."""
-
-    def __init__(self, unet: UNet2DConditionModel) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-
-
-class _PixArtDenoiser(nn.Module):
-    """``(sample, timestep, encoder_hidden_states, encoder_attention_mask) -> eps and variance``: a PixArt
-    transformer, the text embeddings and their padding mask (1 = token, 0 = padding) inputs of the graph."""
-
-    def __init__(self, transformer: PixArtTransformer2DModel) -> None:
-        super().__init__()
-        self.unet = transformer
-
-    def forward(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        no_sizes = {"resolution": None, "aspect_ratio": None}  # micro-conditions: refused by check_exportable
-        return self.unet(sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
-                         encoder_attention_mask=encoder_attention_mask, added_cond_kwargs=no_sizes,
-                         return_dict=False)[0]  # fmt: skip
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:
+        cond = dict(zip(self.condition_names, conditions, strict=True))
+        return self.unet(sample, timestep=timestep, **cond, return_dict=False)[0]
 
 
 TEXT_TOKENS = 77  # the traced sequence length of the text embeddings (CLIP's); the graph takes any
@@ -139,19 +106,16 @@ def _graph_inputs(unet: nn.Module, batch: int) -> tuple[nn.Module, dict[str, tor
         "sample": torch.zeros(batch, cfg.in_channels, *hw, device=device),  # (B, C, H, W)
         "timestep": torch.full((batch,), 500.0, device=device),  # (B,) float timesteps
     }
-    wrapper: nn.Module = _Denoiser(unet)
     if has_class_labels(unet):
         inputs["class_labels"] = torch.zeros(batch, dtype=torch.long, device=device)
     if isinstance(unet, UNet2DConditionModel):
-        wrapper = _TextDenoiser(unet)
         inputs["encoder_hidden_states"] = torch.zeros(batch, TEXT_TOKENS, cfg.cross_attention_dim, device=device)
     if isinstance(unet, PixArtTransformer2DModel):
-        wrapper = _PixArtDenoiser(unet)
         inputs["encoder_hidden_states"] = torch.zeros(batch, TEXT_TOKENS, cfg.caption_channels, device=device)
         inputs["encoder_attention_mask"] = torch.ones(batch, TEXT_TOKENS, device=device)  # (B, T), 1 = token
     dynamic = {name: {0: "batch", 1: "tokens"} if name.startswith("encoder_") else {0: "batch"}
                for name in [*inputs, "eps"]}  # fmt: skip
-    return wrapper, inputs, dynamic
+    return _Denoiser(unet, list(inputs)[2:]), inputs, dynamic
 
 
 def export_graph(unet: UNet2DModel, batch: int = 2) -> onnx.ModelProto:

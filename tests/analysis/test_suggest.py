@@ -59,6 +59,11 @@ def test_activation_scores_count_below_8_bits() -> None:
     assert suggest(_report(8, 8), 1.0).patterns == []  # nothing to gain at 8 bits
 
 
+def test_bytes_budget_refused_when_only_activations_gain() -> None:
+    with pytest.raises(ValueError, match="suggest-by bops"):  # W8A6: every layer would be free
+        suggest(_report(8, 6), "1KB")
+
+
 def test_formats() -> None:
     assert format_cli(["conv_in", "up_blocks.1.*"]) == '--layer-bits "conv_in=W8A8,up_blocks.1.*=W8A8"'
     assert format_cli(["conv_in"], abits=16) == '--layer-bits "conv_in=W8A16"'

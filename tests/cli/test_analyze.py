@@ -61,3 +61,9 @@ def test_analyze_suggests_within_a_bit_operation_budget(tmp_path, capsys) -> Non
                  *QUICK]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "extra BOPs per sample" in printed and '--layer-bits "' in printed and "A8" in printed
+
+
+def test_analyze_refuses_a_bytes_budget_with_8_bit_weights(tmp_path, caplog) -> None:
+    args = ["analyze", "--model", str(tmp_path / "never-loaded"), "--preset", "w8a6", "--suggest", "0.05", *QUICK]
+    assert main(args) == 2  # refused before the model is loaded
+    assert "--suggest-by bops" in caplog.text and "never-loaded" not in caplog.text
