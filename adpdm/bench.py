@@ -55,7 +55,7 @@ class BenchConfig:
 
     Args:
         name: results file stem.
-        models: model specs (``embedded:NAME``, unconditional or class-conditional pipeline folders).
+        models: model specs (``embedded:NAME``, pipeline folders; text-conditioned ones need ``prompts``).
         methods: registry names.
         presets: bit-width presets.
         draws: calibration draws (the calibration noise seeds); every method runs on every draw.
@@ -77,6 +77,7 @@ class BenchConfig:
         layer_bits: mixed precision for every method alike (``QuantConfig.layer_bits``); the rows state
             their effective bits.
         smoothing: input smoothing for every method alike (``QuantConfig.smoothing``); rows ``PRESET-smooth``.
+        prompts: the prompts of the text-conditioned models (calibration and evaluation, on their own noise).
     """
 
     name: str = "benchmark"
@@ -99,8 +100,10 @@ class BenchConfig:
     tuned_on: str = TUNED_ON
     layer_bits: tuple[tuple[str, int, int], ...] = ()
     smoothing: bool = False
+    prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.prompts = tuple(self.prompts)
         self.compare("embedded:mnist")  # validates methods, presets, draws and the seeds
         self.draws = tuple(self.draws)
 
@@ -129,7 +132,7 @@ class BenchConfig:
                              draws=self.draws, eval_seed=self.seed, num_samples=self.num_samples, steps=self.steps,
                              groups=self.groups, calib=self.calib, recon=self.recon, diagnose=self.diagnose,
                              fp_floor=self.fp_floor, layer_bits=self.layer_bits,
-                             smoothing=self.smoothing)  # fmt: skip
+                             smoothing=self.smoothing, prompts=self.prompts)  # fmt: skip
 
 
 class Results:
@@ -175,7 +178,7 @@ def _check_same_settings(old: dict[str, Any], new: dict[str, Any], path: Path) -
     """A resumed results file must hold rows made with the same settings (protocol, budget, metrics); the
     reconstruction settings of an older version count at their values today (deleted ones at the value
     that lives on, :meth:`ReconConfig.from_dict`)."""
-    defaults = {"layer_bits": [], "smoothing": False}  # settings older results predate
+    defaults = {"layer_bits": [], "smoothing": False, "prompts": []}  # settings older results predate
     old = json.loads(json.dumps({**defaults, **{k: v for k, v in old.items() if k not in _ROW_SET_KEYS}}))
     if isinstance(old.get("recon"), dict):
         try:
@@ -194,6 +197,11 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     out = Path(out_dir)
     results = Results(out / "results" / f"{cfg.name}.json", cfg, resume)
     models = {spec: _load(spec, cfg.null_class) for spec in cfg.models}  # every spec checked before any work
+    text = [spec for spec, model in models.items() if model.kind == "text"]
+    if text and not cfg.prompts:
+        raise ValueError(f"{', '.join(text)}: text-conditioned; pass --prompts FILE (one prompt per line)")
+    if cfg.prompts and not text:
+        raise ValueError("--prompts is for text-conditioned pipelines; no model of this run is one")
     evaluators = {mnist: Evaluator(dataclasses.replace(cfg.eval, mnist=mnist))
                   for mnist in {is_embedded(spec) for spec in cfg.models}}  # fmt: skip
     # the main methods on every model first, then the ablations (so a cut-short run has the table)
@@ -214,12 +222,7 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
 
 
 def _load(spec: str, null_class: int | None) -> DiffusionModel:
-    model = load_model(spec, None if is_embedded(spec) else null_class)
-    if model.kind == "text":
-        raise ValueError(f"{spec} is text-conditioned: `adpdm bench` compares methods on unconditional and "
-                         "class-conditional models; for a text pipeline run `adpdm quantize` per method and "
-                         "`adpdm evaluate --prompts FILE`")  # fmt: skip
-    return model
+    return load_model(spec, None if is_embedded(spec) else null_class)
 
 
 def _bench_model(

@@ -9,7 +9,9 @@ with :func:`compare_methods`, under the same rules:
    samples the same evaluation noise, and is scored against the FP samples (PSNR per sample,
    FID against FP) and against the data reference;
 3. conditional models use the same guidance for calibration and evaluation (``guidance``,
-   default the model's: 2.0 with a null class);
+   default the model's: 2.0 with a null class, 7.5 for text); text-conditioned pipelines are
+   calibrated on their own calls and sampled through the pipeline, both on ``prompts``
+   (repeated over the trajectories and samples);
 4. optionally (``diagnose``) the teacher-forced output error of every sampling step, on FP
    trajectories of the evaluation noise, and its sampler-weighted sum.
 
@@ -35,6 +37,7 @@ from .checkpoint import TENSORS, save_quantized
 from .config import QuantConfig
 from .eval.evaluate import Evaluator, ModelSamples, evaluate_against_fp, sample_models
 from .eval.metrics import background_haze, background_speckle, fid_from_features, psnr
+from .generate import Conditioning
 from .methods import get_method
 from .models.loading import DiffusionModel
 from .ptq import CalibConfig, run_ptq
@@ -69,6 +72,7 @@ class CompareConfig:
         layer_bits: ``QuantConfig.layer_bits`` of every run (mixed precision for every method alike;
             the rows state their effective bits).
         smoothing: ``QuantConfig.smoothing`` of every run (for every method alike; rows ``PRESET-smooth``).
+        prompts: the prompts of a text-conditioned pipeline (calibration and evaluation alike).
     """
 
     methods: tuple[str, ...] = ("rtn", "adpdm")
@@ -86,9 +90,13 @@ class CompareConfig:
     fp_floor: bool = False
     layer_bits: tuple[tuple[str, int, int], ...] = ()
     smoothing: bool = False
+    prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.methods, self.presets, self.draws = tuple(self.methods), tuple(self.presets), tuple(self.draws)
+        self.prompts = tuple(self.prompts)
+        if not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise ValueError("prompts must be non-empty strings")
         for m in self.methods:
             get_method(m)
         for p in self.presets:
@@ -129,7 +137,9 @@ def compare_methods(
         fp_row: score the FP samples too (their run, method ``fp32``, goes to ``on_run``).
     """
     sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.eval_seed, guidance_scale=_guidance(model, cfg))
-    fp = sample_models({"fp32": model.unet}, model, cfg.num_samples, sampler)["fp32"]
+    if cfg.diagnose and model.kind == "text":
+        raise ValueError(f"{model.spec}: the per-step diagnosis covers unconditional and class-conditional models")
+    fp = sample_models({"fp32": model.unet}, model, cfg.num_samples, sampler, _conditioning(model, cfg))["fp32"]
     fp_run = Run(_fp_row(model, cfg, evaluator, fp, sampler) if fp_row else {}, None, fp.images)
     if fp_row:
         on_run(fp_run)
@@ -143,11 +153,31 @@ def compare_methods(
 
 
 def _guidance(model: DiffusionModel, cfg: CompareConfig) -> float:
-    if model.kind == "text":
-        raise ValueError(f"{model.spec} is text-conditioned: method comparisons run on unconditional and "
-                         "class-conditional models; quantize a text pipeline per method and run `adpdm evaluate "
-                         "--prompts FILE`")  # fmt: skip
+    if model.kind == "text" and not cfg.prompts:
+        raise ValueError(f"{model.spec} is text-conditioned: compare methods on it with prompts (`adpdm bench "
+                         "--prompts FILE`, one prompt per line)")  # fmt: skip
+    if model.kind != "text" and cfg.prompts:
+        raise ValueError(f"prompts are for text-conditioned pipelines; {model.spec} is {model.kind}")
     return cfg.guidance if cfg.guidance is not None else model.default_guidance
+
+
+def _conditioning(model: DiffusionModel, cfg: CompareConfig) -> Conditioning | None:
+    """The prompts of a text model (``None`` otherwise: class models sample their default labels)."""
+    return Conditioning(prompts=list(cfg.prompts)) if model.kind == "text" else None
+
+
+def _calibrate(model: DiffusionModel, cfg: CompareConfig, method: str, qcfg: QuantConfig, calib: CalibConfig) -> Any:
+    """``run_ptq`` on a fresh copy of the FP denoiser; a text pipeline's calibration rows are recorded from
+    the pipeline's own calls (DDIM, the draw's noise, the prompts repeated over the trajectories)."""
+    data = None
+    if model.kind == "text":
+        from .pipelines import record_pipeline_calls
+
+        prompts = [cfg.prompts[i % len(cfg.prompts)] for i in range(calib.num_samples)]
+        data = record_pipeline_calls(model, calib.sampler, prompts)
+    return run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, calib, cfg.recon,
+                   num_classes=model.num_classes, null_class=model.null_class, data=data,
+                   progress=False)  # fmt: skip
 
 
 def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> Run:  # noqa: ANN001
@@ -157,10 +187,8 @@ def _run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out) -> 
     calib = dataclasses.replace(cfg.calib, sampler=dataclasses.replace(sampler, seed=draw))
     logger.info("compare: %s %s %s, calibration draw %d", model.spec, method, preset, draw)
     start = time.perf_counter()
-    ptq = run_ptq(copy.deepcopy(model.unet), model.scheduler_config, method, qcfg, calib, cfg.recon,
-                  num_classes=model.num_classes, null_class=model.null_class,
-                  progress=False)  # fmt: skip
-    q = sample_models({method: ptq.model}, model, cfg.num_samples, sampler, progress=False)
+    ptq = _calibrate(model, cfg, method, qcfg, calib)
+    q = sample_models({method: ptq.model}, model, cfg.num_samples, sampler, _conditioning(model, cfg), progress=False)
     res = evaluate_against_fp(evaluator, {"fp32": fp, **q}, "fp32", model.kind == "class")[method]
     row = make_row(
         model.spec,
@@ -189,7 +217,8 @@ def _fp_row(model: DiffusionModel, cfg: CompareConfig, evaluator: Evaluator, fp:
                speckle=background_speckle(fp.images, fp.images))  # fmt: skip
     if cfg.fp_floor:
         other = dataclasses.replace(sampler, seed=cfg.eval_seed + FLOOR_SEED_OFFSET)
-        fp2 = sample_models({"fp32": model.unet}, model, cfg.num_samples, other, progress=False)["fp32"]
+        fp2 = sample_models({"fp32": model.unet}, model, cfg.num_samples, other, _conditioning(model, cfg),
+                            progress=False)["fp32"]  # fmt: skip
         stats = evaluator.fp_inception_stats(fp.images)
         if stats is not None:
             row["fid_fp_floor"] = fid_from_features(stats, evaluator.inception_stats(fp2.images))

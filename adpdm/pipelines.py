@@ -217,6 +217,26 @@ def record_pipeline(
     return calib
 
 
+def record_pipeline_calls(model: Any, sampler: Any, prompts: Sequence[str]) -> CalibrationSet:
+    """Calibration rows of a text-conditioned :class:`adpdm.models.loading.DiffusionModel`, recorded from its
+    pipeline on the sampler ``adpdm sample`` uses (``sampler.num_steps``, seed and guidance), one trajectory per
+    prompt; the pipeline's own scheduler and the FP denoiser come back untouched (no step tracker left on it)."""
+    from .sampling import make_scheduler
+
+    pipe = model.pipeline
+    saved = pipe.scheduler
+    pipe.scheduler = make_scheduler(model.scheduler_config, sampler)
+    try:
+        return record_pipeline(pipe, sampler.num_steps, len(prompts), prompts, sampler.guidance_scale,
+                               batch_size=sampler.batch_size, seed=sampler.seed)  # fmt: skip
+    finally:
+        tracker = getattr(pipe, TRACKER_ATTR, None)
+        if tracker is not None:
+            tracker.remove()
+            delattr(pipe, TRACKER_ATTR)
+        pipe.scheduler = saved
+
+
 def quantize_pipeline(
     pipe: Any,
     cfg: QuantConfig,

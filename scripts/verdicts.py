@@ -3,7 +3,8 @@
 Per model and preset: PSNR against FP per calibration draw for every method; adpdm minus each peer per draw,
 with the paired wins and the results file's paired verdict (ahead / tie / behind: the mean paired difference
 against its standard deviation); the mean FID against FP; the calibration-time ratio adpdm / qdiffusion per
-draw; and whether the aim holds (mean PSNR and mean FID ahead of every peer and at least 3 of 4 paired draws
+draw (the classifier-feature FID against FP for files run without Inception); and whether the aim holds
+(mean PSNR and mean FID ahead of every peer and at least 3 of 4 paired draws
 won; at W8A8 the mean within 0.3 dB of rtn or above it). Per file: the reconstructed units that kept a held-out
 error above their start (the aim: none); adpdm against adpdm-g1 (scripts/bench_groups.sh); and the absolute
 quality of files of 1,000 samples (scripts/absolute_quality.sh).
@@ -29,17 +30,24 @@ def draws(model, preset, method):
     return sorted(d for (m, p, me, d) in cell if (m, p, me) == (model, preset, method))
 
 
+def fid_key(model):
+    """FID against FP: Inception's, or the classifier-feature one where the rows have no Inception FID."""
+    return "fid_fp" if all(r["fid_fp"] is not None for k, r in cell.items() if k[0] == model) else "clf_fid_fp"
+
+
 for model in models:
     print(f"\n#### {model}\n")
     names = PEERS + ("adpdm",)
+    key = fid_key(model)
+    fid_name = "FID" if key == "fid_fp" else "classifier-feature FID"
     print("| preset | " + " | ".join(names) + " | adpdm - " + " / ".join(PEERS)
-          + " (wins) | FID vs FP: " + " / ".join(names) + " | time adpdm / qdiffusion | aim |")  # fmt: skip
+          + f" (wins) | {fid_name} vs FP: " + " / ".join(names) + " | time adpdm / qdiffusion | aim |")  # fmt: skip
     print("|---" * 9 + "|")
     for preset in presets:
         if not all(draws(model, preset, me) for me in names):  # e.g. an absolute-quality file: adpdm only
             continue
         psnr = {me: [cell[model, preset, me, d]["psnr"] for d in draws(model, preset, me)] for me in names}
-        fid = {me: mean(cell[model, preset, me, d]["fid_fp"] for d in draws(model, preset, me)) for me in psnr}
+        fid = {me: mean(cell[model, preset, me, d][key] for d in draws(model, preset, me)) for me in psnr}
         ok, diffs = True, []
         for peer in PEERS:
             common = sorted(set(draws(model, preset, peer)) & set(draws(model, preset, "adpdm")))
@@ -80,10 +88,11 @@ for model in models:  # where timestep groups pay: adpdm against adpdm-g1 (scrip
         if not common:
             continue
         d = [cell[model, preset, "adpdm", x]["psnr"] - cell[model, preset, "adpdm-g1", x]["psnr"] for x in common]
-        f = [cell[model, preset, "adpdm", x]["fid_fp"] - cell[model, preset, "adpdm-g1", x]["fid_fp"] for x in common]
+        key = fid_key(model)
+        f = [cell[model, preset, "adpdm", x][key] - cell[model, preset, "adpdm-g1", x][key] for x in common]
         print(
             f"groups, {model} {preset.upper()}: adpdm - adpdm-g1 PSNR {' / '.join(f'{v:+.2f}' for v in d)} "
-            f"(mean {mean(d):+.2f}, {sum(v > 0 for v in d)}/{len(d)} up), FID vs FP {mean(f):+.1f}"
+            f"(mean {mean(d):+.2f}, {sum(v > 0 for v in d)}/{len(d)} up), {key} {mean(f):+.1f}"
         )
 
 for data in files.values():  # absolute quality (scripts/absolute_quality.sh): files of 1,000 samples

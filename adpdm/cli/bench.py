@@ -16,6 +16,7 @@ from typing import Any
 
 from ..bench import ABLATIONS, BenchConfig, run_benchmark
 from ..config import parse_layer_bits
+from ..generate import read_prompts
 from ..recon.reconstruct import BUDGETS
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="also the teacher-forced output error of every sampling step of every run")  # fmt: skip
     parser.add_argument("--ref", metavar="PATH", help="FID reference of every model: a folder of images or an .npz "
                         "(default: the MNIST test set for embedded models, none for others)")  # fmt: skip
+    parser.add_argument("--prompts", metavar="FILE", help="text-conditioned pipelines: prompts, one per line, for "
+                        "calibration and evaluation (each on its own noise)")  # fmt: skip
     parser.add_argument("--null-class", type=int, metavar="N", help="class-conditional pipeline folders: the "
                         "label trained as 'no class' (guidance 2.0 with it)")  # fmt: skip
     parser.add_argument("--out", default="benchmarks", help="output folder (default benchmarks/)")
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["layer_bits"] = parse_layer_bits(args.layer_bits)
     if args.smoothing:
         overrides["smoothing"] = True
+    if args.prompts:
+        overrides["prompts"] = tuple(read_prompts(args.prompts))
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
     if args.methods and any(m in ABLATIONS for m in cfg.methods):
         # an ablation named on the command line runs on every model and preset of the run

@@ -241,9 +241,32 @@ def test_text_unet_export_samples_through_its_pipeline_in_onnxruntime(folders, t
     assert float(psnr(out, ref).min()) > 30  # the pipeline's images, ONNX Runtime against PyTorch
 
 
-def test_text_models_get_a_clear_error_where_a_command_does_not_apply(folders, tmp_path, caplog):
+def test_bench_on_a_text_unet_needs_prompts_and_then_compares_methods(folders, tmp_path, caplog):
     assert main(["bench", "--quick", "--models", str(folders["text"]), "--out", str(tmp_path)]) == 2
-    assert "`adpdm bench` compares methods on unconditional and class-conditional models" in caplog.text
+    assert "pass --prompts FILE" in caplog.text and not (tmp_path / "results").exists()  # before any work
+    assert main(["bench", "--quick", "--models", str(folders["cond"]), "--prompts", str(folders["prompts"]),
+                 "--null-class", "10", "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "--prompts is for text-conditioned pipelines" in caplog.text
+    assert main(["bench", "--models", str(folders["text"]), "--prompts", str(folders["prompts"]), "--methods",
+                 "rtn,adpdm", "--presets", "w8a8", "--draws", "1", "--num-samples", "2", "--steps", str(K),
+                 "--iters", "2", "--calib", '{"num_samples": 2, "calib_steps": 2}', "--eval", '{"inception": false}',
+                 "--name", "sd", "--out", str(tmp_path)]) == 0  # fmt: skip
+    data = json.loads((tmp_path / "results" / "sd.json").read_text())
+    rows = {r["method"]: r for r in data["rows"]}
+    assert set(rows) == {"fp32", "rtn", "adpdm"} and data["config"]["prompts"] == ["a red cat", "a blue dog"]
+    assert all(rows[m]["psnr"] > 15 and rows[m]["accuracy"] is None for m in ("rtn", "adpdm"))
+
+
+def test_recording_a_text_pipeline_leaves_the_fp_model_as_it_was(folders):
+    from adpdm.pipelines import record_pipeline_calls
+    from adpdm.sampling import SamplerConfig
+
+    model = adpdm.models.loading.load_model(str(folders["text"]))
+    scheduler = model.pipeline.scheduler
+    data = record_pipeline_calls(model, SamplerConfig(num_steps=K, guidance_scale=3.0, seed=1), ["a cat", "a dog"])
+    assert data.num_steps == K and len(data) >= 2 * K  # two trajectories of K steps (and their null branch)
+    assert model.pipeline.scheduler is scheduler
+    assert not model.unet._forward_pre_hooks and not model.unet._forward_hooks  # no step tracker left behind
 
 
 def test_bench_on_a_class_conditional_folder(folders, tmp_path):

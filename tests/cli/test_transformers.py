@@ -201,6 +201,16 @@ def test_bench_deploy_of_pixart_times_its_exact_graphs_on_a_prompt_and_its_mask(
     assert "text-conditioned: the exact export" in (tmp_path / "deploy_pixart.md").read_text()
 
 
+def test_bench_compares_methods_on_a_pixart_with_prompts(pixart, tmp_path):
+    assert main(["bench", "--models", str(pixart.folder), "--prompts", pixart.prompts[1], "--methods", "rtn,adpdm",
+                 "--presets", "w8a8", "--draws", "1", "--num-samples", "2", "--steps", str(K), "--iters", "2",
+                 "--calib", '{"num_samples": 2, "calib_steps": 2}', "--eval", '{"inception": false}',
+                 "--out", str(tmp_path), "--name", "pixart"]) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "results/pixart.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"fp32", "rtn", "adpdm"}
+    assert all(r["psnr"] > 15 for r in rows if r["method"] != "fp32")
+
+
 def test_a_pixart_with_micro_conditions_is_refused_before_any_work(pixart, tmp_path, monkeypatch, caplog):
     """PixArt-alpha at 1024 pixels conditions on resolution and aspect ratio, which the graph does not take."""
     from adpdm.cli import bench_deploy, export
