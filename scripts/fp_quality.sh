@@ -15,6 +15,9 @@ mkdir -p benchmarks/results
   --json benchmarks/results/fp_mnist-cond.json
 .venv/bin/adpdm evaluate --model embedded:mnist-dit --num-samples "$NUM_COND" --steps 100 --no-inception \
   --json benchmarks/results/fp_mnist-dit.json
+# the DiT also at guidance 4.0, the scale the DiT papers sample with
+.venv/bin/adpdm evaluate --model embedded:mnist-dit --num-samples "$NUM_COND" --steps 100 --guidance 4 --no-inception \
+  --json benchmarks/results/fp_mnist-dit_guidance4.json
 # unconditional model: Inception FID against the MNIST test set
 .venv/bin/adpdm evaluate --model embedded:mnist --num-samples "$NUM_UNCOND" --steps 100 --ref-num "$REF_NUM" \
   --json benchmarks/results/fp_mnist.json
