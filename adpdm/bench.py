@@ -21,9 +21,11 @@ from .analysis.cost import bits_label
 from .compare import CompareConfig, Run, compare_methods, row_preset
 from .eval.evaluate import EvalConfig, Evaluator
 from .eval.paired import summarize
+from .generate import Conditioning, check_conditioning
 from .models.loading import DiffusionModel, is_embedded, load_model
 from .ptq import CalibConfig
 from .recon.reconstruct import ReconConfig
+from .sampling import SamplerConfig
 from .utils.resources import machine_description, provenance
 from .utils.table import markdown_table
 
@@ -126,13 +128,14 @@ class BenchConfig:
         """Whether ``method`` runs on ``model`` at ``preset`` (ablations only where configured)."""
         return method not in ABLATIONS or (model in self.ablation_models and preset in self.ablation_presets)
 
-    def compare(self, model: str, methods: tuple[str, ...] | None = None) -> CompareConfig:
-        """The comparison of ``methods`` (default all) on ``model``."""
+    def compare(self, model: str, methods: tuple[str, ...] | None = None, text: bool = False) -> CompareConfig:
+        """The comparison of ``methods`` (default all) on ``model`` (``text``: a text-conditioned one, which
+        gets the prompts)."""
         return CompareConfig(methods=self.methods if methods is None else methods, presets=self.presets,
                              draws=self.draws, eval_seed=self.seed, num_samples=self.num_samples, steps=self.steps,
                              groups=self.groups, calib=self.calib, recon=self.recon, diagnose=self.diagnose,
                              fp_floor=self.fp_floor, layer_bits=self.layer_bits,
-                             smoothing=self.smoothing, prompts=self.prompts)  # fmt: skip
+                             smoothing=self.smoothing, prompts=self.prompts if text else ())  # fmt: skip
 
 
 class Results:
@@ -197,10 +200,10 @@ def run_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks", resume: 
     out = Path(out_dir)
     results = Results(out / "results" / f"{cfg.name}.json", cfg, resume)
     models = {spec: _load(spec, cfg.null_class) for spec in cfg.models}  # every spec checked before any work
-    text = [spec for spec, model in models.items() if model.kind == "text"]
-    if text and not cfg.prompts:
-        raise ValueError(f"{', '.join(text)}: text-conditioned; pass --prompts FILE (one prompt per line)")
-    if cfg.prompts and not text:
+    for model in models.values():
+        prompts = list(cfg.prompts) if model.kind == "text" else None
+        check_conditioning(model, Conditioning(prompts=prompts), SamplerConfig(guidance_scale=model.default_guidance))
+    if cfg.prompts and all(model.kind != "text" for model in models.values()):
         raise ValueError("--prompts is for text-conditioned pipelines; no model of this run is one")
     evaluators = {mnist: Evaluator(dataclasses.replace(cfg.eval, mnist=mnist))
                   for mnist in {is_embedded(spec) for spec in cfg.models}}  # fmt: skip
@@ -244,7 +247,7 @@ def _bench_model(
             grids[f"{run.row['method']} {run.row['preset']}"] = run.images[:64]
 
     wanted = set(todo)
-    fp = compare_methods(model, cfg.compare(spec, methods), evaluator, keep,
+    fp = compare_methods(model, cfg.compare(spec, methods, model.kind == "text"), evaluator, keep,
                          skip=lambda m, p, d: (m, p, d) not in wanted,
                          fp_row=not results.has(spec, "fp32", "fp32"))  # fmt: skip
     grids = {"fp32": fp.images[:64], **grids}

@@ -37,7 +37,7 @@ from .checkpoint import TENSORS, save_quantized
 from .config import QuantConfig
 from .eval.evaluate import Evaluator, ModelSamples, evaluate_against_fp, sample_models
 from .eval.metrics import background_haze, background_speckle, fid_from_features, psnr
-from .generate import Conditioning
+from .generate import Conditioning, check_conditioning
 from .methods import get_method
 from .models.loading import DiffusionModel
 from .ptq import CalibConfig, run_ptq
@@ -136,7 +136,9 @@ def compare_methods(
         skip: ``skip(method, preset, draw)`` leaves a run out (e.g. already in a resumed file).
         fp_row: score the FP samples too (their run, method ``fp32``, goes to ``on_run``).
     """
-    sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.eval_seed, guidance_scale=_guidance(model, cfg))
+    guidance = cfg.guidance if cfg.guidance is not None else model.default_guidance
+    sampler = SamplerConfig(num_steps=cfg.steps, seed=cfg.eval_seed, guidance_scale=guidance)
+    check_conditioning(model, Conditioning(prompts=list(cfg.prompts) or None), sampler)
     if cfg.diagnose and model.kind == "text":
         raise ValueError(f"{model.spec}: the per-step diagnosis covers unconditional and class-conditional models")
     fp = sample_models({"fp32": model.unet}, model, cfg.num_samples, sampler, _conditioning(model, cfg))["fp32"]
@@ -150,15 +152,6 @@ def compare_methods(
                 if not skip(method, preset, draw):
                     on_run(_run(model, cfg, evaluator, fp, sampler, method, preset, draw, held_out))
     return fp_run
-
-
-def _guidance(model: DiffusionModel, cfg: CompareConfig) -> float:
-    if model.kind == "text" and not cfg.prompts:
-        raise ValueError(f"{model.spec} is text-conditioned: compare methods on it with prompts (`adpdm bench "
-                         "--prompts FILE`, one prompt per line)")  # fmt: skip
-    if model.kind != "text" and cfg.prompts:
-        raise ValueError(f"prompts are for text-conditioned pipelines; {model.spec} is {model.kind}")
-    return cfg.guidance if cfg.guidance is not None else model.default_guidance
 
 
 def _conditioning(model: DiffusionModel, cfg: CompareConfig) -> Conditioning | None:

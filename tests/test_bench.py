@@ -139,3 +139,9 @@ def test_quick_config_and_validation():
         BenchConfig(draws=(0, 1))
     with pytest.raises(ValueError, match="unknown method"):
         BenchConfig(methods=("nope",))
+
+
+def test_prompts_go_to_the_text_models_of_a_run_only():
+    cfg = BenchConfig(prompts=("a red cat",))
+    assert cfg.compare("sd-folder", text=True).prompts == ("a red cat",)
+    assert cfg.compare("embedded:mnist").prompts == ()  # a class or unconditional model beside it takes none
