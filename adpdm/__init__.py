@@ -6,7 +6,7 @@ from .context import current_step, step_context
 from .quantize import calibrate, freeze, get_state, quantization_disabled, quantize_model
 from .state import QuantState
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 
 __all__ = [
     "QuantConfig",

@@ -16,6 +16,7 @@ from typing import Any
 from ..checkpoint import load_quantized
 from ..distributed import launched_state
 from ..eval.evaluate import EvalConfig, Evaluator, evaluate_against_fp, sample_models
+from ..eval.metrics import weakest_classes
 from ..generate import check_conditioning
 from ..models.loading import is_embedded
 from ..models.source import resolve_model
@@ -95,4 +96,10 @@ def run(args: argparse.Namespace) -> int:
     cols = ("model", "num_samples", "fid_data", "fid_fp", "psnr", "accuracy", "clf_fid_data", "clf_fid_fp")
     cols = tuple(c for c in cols if any(r.get(c) is not None for r in rows) or c in ("model", "num_samples"))
     sys.stdout.write(markdown_table(rows, cols) + "\n")
+    for row in rows:
+        per_class = row["extra"].get("class_accuracy")
+        if per_class:
+            weakest = weakest_classes({int(c): a for c, a in per_class.items()})
+            sys.stdout.write(f"{row['model']}: lowest accuracy by class: "
+                             + ", ".join(f"{c} {a:.3f}" for c, a in weakest) + "\n")  # fmt: skip
     return 0

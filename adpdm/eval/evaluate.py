@@ -21,7 +21,7 @@ import torch
 from .classifier import MnistClassifier, load_classifier
 from .frechet import FeatureStats
 from .inception import InceptionFeatures, image_stats, load_inception, reference_stats
-from .metrics import fid_from_features, psnr, summarize_psnr
+from .metrics import class_accuracy, fid_from_features, psnr, summarize_psnr
 from .reference import reference_from_path
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class EvalResult:
     accuracy: float | None = None  # classifier accuracy on the intended labels (conditional)
     clf_fid_data: float | None = None  # classifier-feature FID against the MNIST test set
     clf_fid_fp: float | None = None  # classifier-feature FID against the FP samples
-    extra: dict[str, Any] = field(default_factory=dict)  # "reference": what fid_data compares with
+    # "reference": what fid_data compares with; "class_accuracy": {label: accuracy} (conditional)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +172,12 @@ class Evaluator:
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float | None:
         """Top-1 accuracy on ``labels``: the TorchScript classifier if given, else the MNIST one (or None)."""
+        pred = self.predictions(images, labels)
+        return None if pred is None else float((pred == labels.cpu()).float().mean())
+
+    def predictions(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Predicted labels (N,) of the classifier that :meth:`accuracy` uses (None without one); the
+        intended ``labels`` are checked against the TorchScript classifier's classes."""
         if self.user_classifier is not None:
             logits = self._user_logits(images)
             k = logits.shape[1]
@@ -184,7 +191,7 @@ class Evaluator:
                 logits = torch.cat([self.classifier(b.to(self.device)).cpu() for b in images.split(500)])
         else:
             return None
-        return float((logits.argmax(1) == labels.cpu()).float().mean())
+        return logits.argmax(1)
 
     def inception_stats(self, images: torch.Tensor) -> FeatureStats | None:
         if self.inception is None:
@@ -223,8 +230,10 @@ class Evaluator:
         clf_feats = self._clf_features(images) if self.classifier is not None else None
         if clf_feats is not None:
             res.clf_fid_data = fid_from_features(clf_feats, self.classifier_reference())
-        if labels is not None:
-            res.accuracy = self.accuracy(images, labels)
+        pred = self.predictions(images, labels) if labels is not None else None
+        if pred is not None:
+            res.accuracy = float((pred == labels.cpu()).float().mean())
+            res.extra["class_accuracy"] = {str(c): a for c, a in class_accuracy(pred, labels).items()}
         stats = self.inception_stats(images) if not skip_inception else None
         res.fid_data = self.fid_to_reference(stats)
         if fp_images is not None:

@@ -1,4 +1,4 @@
-"""Image-quality metrics that need no model: per-sample PSNR, background haze, and FID from given features.
+"""Metrics that need no model: per-sample PSNR, background haze, FID from given features, accuracy per class.
 
 PSNR compares two images of the same content (e.g. a quantized model's sample and the
 full-precision sample from the same noise); FID compares two distributions of features. The
@@ -164,6 +164,20 @@ def summarize_psnr(values: torch.Tensor, cap: float = PSNR_CAP_DB) -> PSNRSummar
         n=v.numel(),
         cap=cap,
     )
+
+
+def class_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
+    """Top-1 accuracy of predictions ``pred`` (N,) per intended label in ``labels`` (N,), for the labels
+    that occur, in label order."""
+    if pred.shape != labels.shape or pred.dim() != 1:
+        raise ValueError(f"class_accuracy needs two (N,) tensors, got {tuple(pred.shape)} and {tuple(labels.shape)}")
+    pred, labels = pred.cpu(), labels.cpu()
+    return {int(c): float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()}
+
+
+def weakest_classes(acc: dict[int, float], top: int = 3) -> list[tuple[int, float]]:
+    """The ``top`` labels of :func:`class_accuracy` with the lowest accuracy (ties by label)."""
+    return sorted(acc.items(), key=lambda kv: (kv[1], kv[0]))[:top]
 
 
 def fid_from_features(

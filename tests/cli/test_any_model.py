@@ -140,7 +140,7 @@ def test_evaluate_with_a_reference_folder_and_its_npz(folders, tmp_path):
         assert abs(a - b) <= 1e-6 * abs(a)
 
 
-def test_evaluate_class_model_with_a_torchscript_classifier(folders, tmp_path):
+def test_evaluate_class_model_with_a_torchscript_classifier(folders, tmp_path, capsys):
     class ConstantClassifier(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # always class 3
             return torch.nn.functional.one_hot(torch.full((x.shape[0],), 3), 10).float()
@@ -152,7 +152,9 @@ def test_evaluate_class_model_with_a_torchscript_classifier(folders, tmp_path):
                  "--classifier", str(clf), "--no-inception", "--json", str(js)]) == 0  # fmt: skip
     rows = {r["model"]: r for r in json.loads(js.read_text())["rows"]}
     assert rows["fp32"]["accuracy"] == rows["quantized"]["accuracy"] == 0.75
+    assert rows["quantized"]["extra"]["class_accuracy"] == {"3": 1.0, "5": 0.0}
     assert json.loads(js.read_text())["sampler"]["guidance_scale"] == 2.0  # with the checkpoint's null class
+    assert "quantized: lowest accuracy by class: 5 0.000, 3 1.000" in capsys.readouterr().out
 
 
 def test_evaluate_text_model(folders, tmp_path):

@@ -8,10 +8,12 @@ from adpdm.eval.frechet import FeatureStats, frechet_distance
 from adpdm.eval.metrics import (
     background_haze,
     background_speckle,
+    class_accuracy,
     fid_from_features,
     mean_psnr,
     psnr,
     summarize_psnr,
+    weakest_classes,
 )
 
 
@@ -147,3 +149,14 @@ def test_background_haze_is_none_without_a_black_floor_and_checks_shapes():
         background_haze(_digits(2), _digits(3))
     with pytest.raises(ValueError, match="margin"):
         background_haze(_digits(), _digits(), margin=-1)
+
+
+def test_class_accuracy_per_intended_label_and_the_weakest():
+    labels = torch.tensor([0, 0, 1, 1, 1, 1, 7])
+    pred = torch.tensor([0, 1, 1, 1, 9, 1, 7])
+    acc = class_accuracy(pred, labels)
+    assert acc == {0: 0.5, 1: 0.75, 7: 1.0}  # only the labels that occur, in label order
+    assert weakest_classes(acc, top=2) == [(0, 0.5), (1, 0.75)]
+    assert weakest_classes({3: 0.5, 2: 0.5}) == [(2, 0.5), (3, 0.5)]  # ties by label
+    with pytest.raises(ValueError, match=r"two \(N,\) tensors"):
+        class_accuracy(pred[:3], labels)
