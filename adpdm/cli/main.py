@@ -13,6 +13,7 @@ import logging
 import sys
 
 from .. import __version__
+from ..utils.resources import source_commit
 
 # Subcommand modules, in the order `adpdm --help` lists them.
 COMMANDS = (
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    source_commit()  # results name the commit the run started from, as their version is the one imported
     try:
         code = int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:

@@ -46,6 +46,27 @@ def test_help_lists_subcommands(capsys):
         assert name in text
 
 
+def test_a_command_reads_its_commit_before_it_works(monkeypatch):
+    """Results name the commit a run started from (read once, cached), not the one at its end."""
+    import adpdm.cli.main as cli_main
+
+    calls = []
+    monkeypatch.setattr(cli_main, "source_commit", lambda: calls.append("commit"))
+    monkeypatch.setattr(cli_main, "build_parser", lambda: _parser_with(lambda args: calls.append("work")))
+    assert main(["job"]) == 0
+    assert calls == ["commit", "work"]
+
+
+def _parser_with(func):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--verbose", action="store_true")
+    sub = parser.add_subparsers()
+    sub.add_parser("job").set_defaults(func=func)
+    return parser
+
+
 def test_quantize_writes_checkpoint_and_report(tiny_embedded, tmp_path):
     out = tmp_path / "q"
     rc = main(
