@@ -102,4 +102,8 @@ def run(args: argparse.Namespace) -> int:
             weakest = weakest_classes({int(c): a for c, a in per_class.items()})
             sys.stdout.write(f"{row['model']}: lowest accuracy by class: "
                              + ", ".join(f"{c} {a:.3f}" for c, a in weakest) + "\n")  # fmt: skip
+        pairs = row["extra"].get("confusions")
+        if pairs:
+            sys.stdout.write(f"{row['model']}: most frequent confusions (intended->read): "
+                             + ", ".join(f"{a}->{b} {n}" for a, b, n in pairs[:5]) + "\n")  # fmt: skip
     return 0

@@ -21,7 +21,7 @@ import torch
 from .classifier import MnistClassifier, load_classifier
 from .frechet import FeatureStats
 from .inception import InceptionFeatures, image_stats, load_inception, reference_stats
-from .metrics import class_accuracy, fid_from_features, psnr, summarize_psnr
+from .metrics import class_accuracy, confusions, fid_from_features, psnr, summarize_psnr
 from .reference import reference_from_path
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class EvalResult:
     accuracy: float | None = None  # classifier accuracy on the intended labels (conditional)
     clf_fid_data: float | None = None  # classifier-feature FID against the MNIST test set
     clf_fid_fp: float | None = None  # classifier-feature FID against the FP samples
-    # "reference": what fid_data compares with; "class_accuracy": {label: accuracy} (conditional)
+    # "reference": what fid_data compares with; conditional: "class_accuracy" {label: accuracy} and
+    # "confusions" [[intended, predicted, count], ...] (the most frequent first)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +235,7 @@ class Evaluator:
         if pred is not None:
             res.accuracy = float((pred == labels.cpu()).float().mean())
             res.extra["class_accuracy"] = {str(c): a for c, a in class_accuracy(pred, labels).items()}
+            res.extra["confusions"] = [list(c) for c in confusions(pred, labels)]
         stats = self.inception_stats(images) if not skip_inception else None
         res.fid_data = self.fid_to_reference(stats)
         if fp_images is not None:

@@ -175,6 +175,16 @@ def class_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> dict[int, float]
     return {int(c): float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()}
 
 
+def confusions(pred: torch.Tensor, labels: torch.Tensor, top: int = 10) -> list[tuple[int, int, int]]:
+    """The ``top`` most frequent wrong (intended label, predicted label, count), most frequent first."""
+    if pred.shape != labels.shape or pred.dim() != 1:
+        raise ValueError(f"confusions needs two (N,) tensors, got {tuple(pred.shape)} and {tuple(labels.shape)}")
+    wrong = pred.cpu() != labels.cpu()
+    pairs, counts = torch.stack([labels.cpu()[wrong], pred.cpu()[wrong]], 1).unique(dim=0, return_counts=True)
+    found = [(int(a), int(b), int(n)) for (a, b), n in zip(pairs.tolist(), counts.tolist(), strict=True)]
+    return sorted(found, key=lambda x: (-x[2], x[0], x[1]))[:top]
+
+
 def weakest_classes(acc: dict[int, float], top: int = 3) -> list[tuple[int, float]]:
     """The ``top`` labels of :func:`class_accuracy` with the lowest accuracy (ties by label)."""
     return sorted(acc.items(), key=lambda kv: (kv[1], kv[0]))[:top]

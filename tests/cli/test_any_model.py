@@ -154,7 +154,10 @@ def test_evaluate_class_model_with_a_torchscript_classifier(folders, tmp_path, c
     assert rows["fp32"]["accuracy"] == rows["quantized"]["accuracy"] == 0.75
     assert rows["quantized"]["extra"]["class_accuracy"] == {"3": 1.0, "5": 0.0}
     assert json.loads(js.read_text())["sampler"]["guidance_scale"] == 2.0  # with the checkpoint's null class
-    assert "quantized: lowest accuracy by class: 5 0.000, 3 1.000" in capsys.readouterr().out
+    assert rows["quantized"]["extra"]["confusions"] == [[5, 3, 1]]
+    out = capsys.readouterr().out
+    assert "quantized: lowest accuracy by class: 5 0.000, 3 1.000" in out
+    assert "quantized: most frequent confusions (intended->read): 5->3 1" in out
 
 
 def test_evaluate_text_model(folders, tmp_path):

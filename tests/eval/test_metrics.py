@@ -9,6 +9,7 @@ from adpdm.eval.metrics import (
     background_haze,
     background_speckle,
     class_accuracy,
+    confusions,
     fid_from_features,
     mean_psnr,
     psnr,
@@ -160,3 +161,11 @@ def test_class_accuracy_per_intended_label_and_the_weakest():
     assert weakest_classes({3: 0.5, 2: 0.5}) == [(2, 0.5), (3, 0.5)]  # ties by label
     with pytest.raises(ValueError, match=r"two \(N,\) tensors"):
         class_accuracy(pred[:3], labels)
+
+
+def test_confusions_count_the_wrong_pairs_most_frequent_first():
+    labels = torch.tensor([9, 9, 9, 2, 2, 5])
+    pred = torch.tensor([7, 7, 3, 3, 2, 5])
+    assert confusions(pred, labels) == [(9, 7, 2), (2, 3, 1), (9, 3, 1)]
+    assert confusions(labels, labels) == []
+    assert confusions(pred, labels, top=1) == [(9, 7, 2)]
